@@ -1,0 +1,89 @@
+"""Settings from the environment, shared by every service.
+
+Every variable is documented in the README's configuration reference; services read only these classes,
+never `os.environ` directly, so a missing required value fails at start-up with one clear message.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service shares."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        default="",
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db). Required by auth, catalog, scanner.",
+    )
+    nats_url: str = Field(
+        default="",
+        validation_alias="NATS_URL",
+        description="NATS URL (nats://host:4222), JetStream enabled. Required by scanner and auth.",
+    )
+    log_level: str = Field(default="INFO", validation_alias="PLEXSYNC_LOG_LEVEL")
+    log_format: str = Field(default="json", validation_alias="PLEXSYNC_LOG_FORMAT", description="json or text")
+    grpc_host: str = Field(default="0.0.0.0", validation_alias="PLEXSYNC_GRPC_HOST")
+    grpc_port: int = Field(default=0, validation_alias="PLEXSYNC_GRPC_PORT")
+    shutdown_grace_seconds: float = Field(default=10.0, validation_alias="PLEXSYNC_SHUTDOWN_GRACE_SECONDS")
+    # "identity:token,identity:token": callers this service accepts, and who they are.
+    service_tokens: SecretStr = Field(default=SecretStr(""), validation_alias="PLEXSYNC_SERVICE_TOKENS")
+    # The bearer token this process presents when it calls other services.
+    service_token: SecretStr = Field(default=SecretStr(""), validation_alias="PLEXSYNC_SERVICE_TOKEN")
+    auth_addr: str = Field(default="127.0.0.1:50051", validation_alias="PLEXSYNC_AUTH_ADDR")
+    catalog_addr: str = Field(default="127.0.0.1:50052", validation_alias="PLEXSYNC_CATALOG_ADDR")
+    scanner_addr: str = Field(default="127.0.0.1:50053", validation_alias="PLEXSYNC_SCANNER_ADDR")
+    scheduler_addr: str = Field(default="127.0.0.1:50054", validation_alias="PLEXSYNC_SCHEDULER_ADDR")
+    events_stream: str = Field(default="PLEXSYNC_EVENTS", validation_alias="PLEXSYNC_EVENTS_STREAM")
+    jobs_stream: str = Field(default="PLEXSYNC_JOBS", validation_alias="PLEXSYNC_JOBS_STREAM")
+    events_max_age_hours: float = Field(default=168.0, validation_alias="PLEXSYNC_EVENTS_MAX_AGE_HOURS")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"PLEXSYNC_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
+        return level
+
+    def accepted_tokens(self) -> dict[str, str]:
+        """Map of bearer token -> caller identity parsed from PLEXSYNC_SERVICE_TOKENS."""
+        tokens: dict[str, str] = {}
+        raw = self.service_tokens.get_secret_value().strip()
+        if not raw:
+            return tokens
+        for entry in raw.split(","):
+            identity, sep, token = entry.strip().partition(":")
+            if not sep or not identity or not token:
+                raise ValueError("PLEXSYNC_SERVICE_TOKENS must look like 'scanner:TOKEN,cli:TOKEN'")
+            tokens[token] = identity
+        return tokens
+
+    def require(self, *names: str) -> None:
+        """Fail fast, naming every missing required variable at once."""
+        missing = [name for name in names if not getattr(self, _FIELD_BY_ENV[name])]
+        if missing:
+            raise MissingSettingError(missing)
+
+
+_FIELD_BY_ENV = {"DATABASE_URL": "database_url", "NATS_URL": "nats_url"}
+
+
+class MissingSettingError(RuntimeError):
+    """A required environment variable is not set."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__("missing required environment variable(s): " + ", ".join(names))
+        self.names = names
+
+
+@lru_cache(maxsize=1)
+def common_settings() -> CommonSettings:
+    """The process-wide common settings (read once)."""
+    return CommonSettings()

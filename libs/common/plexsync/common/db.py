@@ -1,0 +1,49 @@
+"""Database engine set-up shared by the services that own a PostgreSQL schema."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
+
+
+def sqlalchemy_url(database_url: str) -> URL:
+    """Normalise postgres:// and postgresql:// URLs to the psycopg 3 driver."""
+    url = make_url(database_url)
+    if url.drivername in {"postgres", "postgresql"}:
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def create_engine(database_url: str, *, schema: str, pool_size: int = 10, application_name: str = "") -> AsyncEngine:
+    """An async engine whose connections use `schema` first on the search path."""
+    url = sqlalchemy_url(database_url)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={
+            "options": f"-c search_path={schema},public",
+            "application_name": application_name or f"plexsync-{schema}",
+        },
+    )
+
+
+async def wait_for_database(engine: AsyncEngine, *, attempts: int = 30, delay: float = 0.5) -> None:
+    """Retry until PostgreSQL answers, with backoff; raise the last error if it never does."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database not ready, retrying", extra={"attempt": attempt, "error": type(exc).__name__})
+            await asyncio.sleep(min(delay * attempt, 5.0))

@@ -1,0 +1,134 @@
+"""NATS JetStream event bus: creates the streams plexsync needs, publishes protobuf messages.
+
+Events (scan and server) go to a limits-retention stream a dashboard can replay; scan jobs go to a
+work-queue stream so each job is delivered to exactly one scanner. Every message carries a
+`Nats-Msg-Id` (JetStream de-duplicates retries) and W3C trace-context headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.errors import NotFoundError as StreamNotFound
+from opentelemetry import propagate
+
+log = logging.getLogger(__name__)
+
+EVENT_SUBJECTS = ["plexsync.v1.scan.>", "plexsync.v1.server.>"]
+JOB_SUBJECTS = ["plexsync.v1.jobs.>"]
+SCAN_JOB_SUBJECT = "plexsync.v1.jobs.scan"
+
+
+def scan_subject(library_id: str, kind: str) -> str:
+    return f"plexsync.v1.scan.{library_id}.{kind}"
+
+
+def server_subject(server_id: str, kind: str) -> str:
+    return f"plexsync.v1.server.{server_id}.{kind}"
+
+
+class EventBus:
+    """A connection to NATS with JetStream streams ensured."""
+
+    def __init__(self, url: str, *, events_stream: str, jobs_stream: str, events_max_age_hours: float = 168) -> None:
+        self.url = url
+        self.events_stream = events_stream
+        self.jobs_stream = jobs_stream
+        self.events_max_age_hours = events_max_age_hours
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("EventBus.connect() has not been called")
+        return self._js
+
+    @property
+    def nc(self) -> NatsClient:
+        if self._nc is None:
+            raise RuntimeError("EventBus.connect() has not been called")
+        return self._nc
+
+    async def connect(self, *, attempts: int = 30) -> None:
+        """Connect (retrying with backoff) and create or update the streams."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._nc = await nats.connect(
+                    self.url,
+                    name="plexsync",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=2,
+                )
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("NATS not ready, retrying", extra={"attempt": attempt, "error": type(exc).__name__})
+                await asyncio.sleep(min(0.5 * attempt, 5.0))
+        self._js = self.nc.jetstream()
+        await self._ensure_stream(
+            StreamConfig(
+                name=self.events_stream,
+                subjects=EVENT_SUBJECTS,
+                retention=RetentionPolicy.LIMITS,
+                max_age=self.events_max_age_hours * 3600,
+                duplicate_window=120,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=self.jobs_stream,
+                subjects=JOB_SUBJECTS,
+                retention=RetentionPolicy.WORK_QUEUE,
+                duplicate_window=120,
+            )
+        )
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.stream_info(config.name or "")
+            await self.js.update_stream(config)
+        except StreamNotFound:
+            await self.js.add_stream(config)
+
+    async def publish(self, subject: str, message: Message, *, msg_id: str, timeout_seconds: float = 5.0) -> None:
+        """Publish to JetStream with de-duplication id and the current trace context."""
+        headers: dict[str, str] = {"Nats-Msg-Id": msg_id, "Content-Type": "application/protobuf"}
+        propagate.inject(headers)
+        await self.js.publish(subject, message.SerializeToString(), timeout=timeout_seconds, headers=headers)
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Callable[[Msg], Awaitable[None]],
+        *,
+        durable: str | None = None,
+        deliver_new: bool = True,
+    ) -> Any:
+        """A push subscription on the events stream (for watchers and dashboards)."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL)
+        return await self.js.subscribe(subject, cb=handler, durable=durable, config=config, manual_ack=False)
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        self._nc = None
+        self._js = None
+
+
+def trace_context(msg: Msg) -> Any:
+    """The OpenTelemetry context carried in a message's headers (for consumers)."""
+    return propagate.extract(dict(msg.headers or {}))

@@ -1,0 +1,127 @@
+"""The gRPC bootstrap every service runs: interceptors, health, reflection, graceful shutdown.
+
+A service builds a `ServiceApp`, adds its servicers, and calls `run(ready)`. Health reports NOT_SERVING
+until `ready` (connecting to the database, NATS, peers) has succeeded, then SERVING; on SIGTERM or SIGINT
+it reports NOT_SERVING, stops taking new calls, lets in-flight calls finish within the grace period and
+runs the shutdown hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from plexsync.common.config import CommonSettings
+from plexsync.common.interceptors import BearerTokenInterceptor
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ServiceApp:
+    """One service process: a grpc.aio server plus its lifecycle."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: CommonSettings,
+        *,
+        policy: Mapping[str, frozenset[str]] | None = None,
+        extra_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        tokens = settings.accepted_tokens()
+        if not tokens:
+            raise RuntimeError(
+                "PLEXSYNC_SERVICE_TOKENS is empty: set it to 'identity:token,...' for the callers this "
+                f"{name} service accepts"
+            )
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            *(extra_interceptors or []),
+            BearerTokenInterceptor(tokens, policy),
+        ]
+        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._stop = asyncio.Event()
+        self.port = 0
+
+    def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
+        """Register a servicer under its full name (for health and reflection)."""
+        add_to_server(servicer, self.server)
+        self._service_names.append(full_name)
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` after in-flight calls have drained (close pools, flush telemetry)."""
+        self._shutdown_hooks.append(hook)
+
+    async def start(self) -> int:
+        reflection.enable_server_reflection(self._service_names, self.server)
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind gRPC port {address}")
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        log.info("%s listening", self.name, extra={"port": self.port})
+        return self.port
+
+    async def _set_status(self, status: Any) -> None:
+        await self.health.set("", status)
+        for service in self._service_names[2:]:
+            await self.health.set(service, status)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, ready: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        """Start, become ready, serve until SIGTERM/SIGINT, then drain and shut down."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            if ready is not None:
+                ready_task: asyncio.Task[None] = asyncio.create_task(ready())
+                stop_task = asyncio.create_task(self._stop.wait())
+                done, _ = await asyncio.wait({ready_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                if ready_task in done:
+                    ready_task.result()
+                else:
+                    ready_task.cancel()
+                stop_task.cancel()
+            if not self._stop.is_set():
+                await self._set_status(health_pb2.HealthCheckResponse.SERVING)
+                log.info("%s ready", self.name)
+                await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        log.info("%s shutting down", self.name, extra={"grace_seconds": self.settings.shutdown_grace_seconds})
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+        for hook in reversed(self._shutdown_hooks):
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        log.info("%s stopped", self.name)

@@ -1,0 +1,58 @@
+"""`python -m plexsync.devstack up|down|status|env`: the developer stack behind `make up` / `make down`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from plexsync.devstack.process import ServiceStartError
+from plexsync.devstack.stack import Stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plexsync.devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start PostgreSQL, NATS, fakeplex and every service (idempotent)")
+    up.add_argument("fakeplex_args", nargs=argparse.REMAINDER, help="extra fakeplex arguments after --")
+    sub.add_parser("down", help="stop everything `up` started")
+    sub.add_parser("status", help="show what runs")
+    env = sub.add_parser("env", help="print shell exports for talking to the stack as IDENTITY")
+    env.add_argument("--identity", default="cli")
+    args = parser.parse_args(argv)
+    stack = Stack()
+
+    if args.command == "up":
+        extra = [a for a in args.fakeplex_args if a != "--"]
+        try:
+            state = stack.up(fakeplex_args=extra)
+        except (ServiceStartError, RuntimeError) as exc:
+            print(f"make up failed: {exc}", file=sys.stderr)
+            return 1
+        for name, status in stack.status().items():
+            print(f"  {name:<10} {status}")
+        print(f"fakeplex: {state.fakeplex_url}   logs: {stack.log_dir}")
+        print('talk to it:  eval "$(.venv/bin/python -m plexsync.devstack env)"   stop it:  make down')
+        return 0
+    if args.command == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    if args.command == "status":
+        report = stack.status()
+        if not report:
+            print("nothing started (run `make up`)")
+        for name, status in report.items():
+            print(f"  {name:<10} {status}")
+        return 0
+    loaded = stack.load()
+    if loaded is None:
+        print("no stack: run `make up` first", file=sys.stderr)
+        return 1
+    for key, value in loaded.service_env(args.identity).items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
