@@ -28,13 +28,8 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-class _BearerInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds `authorization: Bearer` to every call on an insecure (in-cluster) channel."""
+class _BearerHeader:
+    """Adds `authorization: Bearer` to a call's metadata (for insecure, in-cluster channels)."""
 
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
@@ -46,17 +41,31 @@ class _BearerInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files each interceptor under one call shape only, so each shape needs its own class.
+class _UnaryUnaryBearer(_BearerHeader, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamBearer(_BearerHeader, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryBearer(_BearerHeader, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
 
+
+class _StreamStreamBearer(_BearerHeader, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
+
+
+def bearer_interceptors(token: str) -> list[Any]:
+    """Client interceptors that send `token` on every call shape."""
+    return [cls(token) for cls in (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)]
 
 
 def service_channel(address: str, token: str) -> grpc.aio.Channel:
@@ -68,7 +77,7 @@ def service_channel(address: str, token: str) -> grpc.aio.Channel:
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-    return grpc.aio.insecure_channel(address, options=options, interceptors=[_BearerInterceptor(token)])
+    return grpc.aio.insecure_channel(address, options=options, interceptors=bearer_interceptors(token))
 
 
 def peer_channel(settings: CommonSettings, address: str) -> grpc.aio.Channel:

@@ -62,6 +62,7 @@ class ServiceApp:
         self._service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._stop = asyncio.Event()
+        self.started = asyncio.Event()
         self.port = 0
 
     def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
@@ -81,6 +82,7 @@ class ServiceApp:
             raise RuntimeError(f"could not bind gRPC port {address}")
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        self.started.set()
         log.info("%s listening", self.name, extra={"port": self.port})
         return self.port
 
