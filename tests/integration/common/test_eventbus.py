@@ -8,7 +8,6 @@ import uuid
 from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-
 from plexsync.common.eventbus import EventBus, scan_subject
 from plexsync.v1 import events_pb2
 
@@ -31,16 +30,17 @@ async def test_publish_creates_streams_dedups_and_carries_traceparent(nats_url: 
             await received.put(msg)
 
         await bus.subscribe(bus_subject, on_message)
-        event = events_pb2.ScanEvent(event_id="e1", scan_id="s1", library_id=f"lib{suffix}")
+        msg_id = f"e-{suffix}"
+        event = events_pb2.ScanEvent(event_id=msg_id, scan_id="s1", library_id=f"lib{suffix}")
         provider = TracerProvider()
         with provider.get_tracer("test").start_as_current_span("publish"):
             span_id = trace.get_current_span().get_span_context().trace_id
-            await bus.publish(bus_subject, event, msg_id="e1")
-            await bus.publish(bus_subject, event, msg_id="e1")  # a retry: JetStream drops the duplicate
+            await bus.publish(bus_subject, event, msg_id=msg_id)
+            await bus.publish(bus_subject, event, msg_id=msg_id)  # a retry: JetStream drops the duplicate
         msg = await asyncio.wait_for(received.get(), 5)
         assert events_pb2.ScanEvent.FromString(msg.data).scan_id == "s1"
         assert msg.headers is not None
-        assert msg.headers["Nats-Msg-Id"] == "e1"
+        assert msg.headers["Nats-Msg-Id"] == msg_id
         assert format(span_id, "032x") in msg.headers["traceparent"]
         await asyncio.sleep(0.3)
         assert received.empty()

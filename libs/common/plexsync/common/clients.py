@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from plexsync.common.config import CommonSettings
 from plexsync.common.grpc_server import MAX_MESSAGE_BYTES
+from plexsync.common.telemetry import client_interceptors
 
 # Transparent retries for calls that failed before reaching the peer's handler logic.
 _SERVICE_CONFIG = json.dumps(
@@ -77,7 +78,9 @@ def service_channel(address: str, token: str) -> grpc.aio.Channel:
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-    return grpc.aio.insecure_channel(address, options=options, interceptors=bearer_interceptors(token))
+    return grpc.aio.insecure_channel(
+        address, options=options, interceptors=[*client_interceptors(), *bearer_interceptors(token)]
+    )
 
 
 def peer_channel(settings: CommonSettings, address: str) -> grpc.aio.Channel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from plexsync.common.telemetry import instrument_engine
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -23,7 +24,7 @@ def sqlalchemy_url(database_url: str) -> URL:
 def create_engine(database_url: str, *, schema: str, pool_size: int = 10, application_name: str = "") -> AsyncEngine:
     """An async engine whose connections use `schema` first on the search path."""
     url = sqlalchemy_url(database_url)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -33,6 +34,8 @@ def create_engine(database_url: str, *, schema: str, pool_size: int = 10, applic
             "application_name": application_name or f"plexsync-{schema}",
         },
     )
+    instrument_engine(engine)
+    return engine
 
 
 async def wait_for_database(engine: AsyncEngine, *, attempts: int = 30, delay: float = 0.5) -> None:

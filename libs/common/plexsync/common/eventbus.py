@@ -19,7 +19,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError as StreamNotFound
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,21 @@ class EventBus:
 
     async def publish(self, subject: str, message: Message, *, msg_id: str, timeout_seconds: float = 5.0) -> None:
         """Publish to JetStream with de-duplication id and the current trace context."""
-        headers: dict[str, str] = {"Nats-Msg-Id": msg_id, "Content-Type": "application/protobuf"}
-        propagate.inject(headers)
-        await self.js.publish(subject, message.SerializeToString(), timeout=timeout_seconds, headers=headers)
+        payload = message.SerializeToString()
+        with _tracer.start_as_current_span(
+            f"publish {_subject_template(subject)}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": subject,
+                "messaging.message.id": msg_id,
+                "messaging.message.body.size": len(payload),
+            },
+        ):
+            headers: dict[str, str] = {"Nats-Msg-Id": msg_id, "Content-Type": "application/protobuf"}
+            propagate.inject(headers)
+            await self.js.publish(subject, payload, timeout=timeout_seconds, headers=headers)
 
     async def subscribe(
         self,
@@ -120,7 +133,12 @@ class EventBus:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL)
-        return await self.js.subscribe(subject, cb=handler, durable=durable, config=config, manual_ack=False)
+
+        async def traced(msg: Msg) -> None:
+            with consume_span(msg):
+                await handler(msg)
+
+        return await self.js.subscribe(subject, cb=traced, durable=durable, config=config, manual_ack=False)
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
@@ -129,6 +147,28 @@ class EventBus:
         self._js = None
 
 
-def trace_context(msg: Msg) -> Any:
-    """The OpenTelemetry context carried in a message's headers (for consumers)."""
-    return propagate.extract(dict(msg.headers or {}))
+_tracer = trace.get_tracer(__name__)
+
+
+def _subject_template(subject: str) -> str:
+    """Low-cardinality span name: ids replaced (plexsync.v1.scan.{id}.progress)."""
+    parts = subject.split(".")
+    if len(parts) == 5 and parts[2] in {"scan", "server"}:
+        parts[3] = "{id}"
+    return ".".join(parts)
+
+
+def consume_span(msg: Msg) -> Any:
+    """A CONSUMER span for handling `msg`, child of the publisher's span (W3C headers)."""
+    context = propagate.extract(dict(msg.headers or {}))
+    return _tracer.start_as_current_span(
+        f"process {_subject_template(msg.subject)}",
+        context=context,
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": msg.subject,
+            "messaging.message.body.size": len(msg.data),
+        },
+    )

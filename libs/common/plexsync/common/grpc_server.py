@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from plexsync.common.config import CommonSettings
 from plexsync.common.interceptors import BearerTokenInterceptor
+from plexsync.common.telemetry import server_interceptor, setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class ServiceApp:
                 "PLEXSYNC_SERVICE_TOKENS is empty: set it to 'identity:token,...' for the callers this "
                 f"{name} service accepts"
             )
+        self.telemetry = setup_telemetry(name)
         interceptors: list[grpc.aio.ServerInterceptor] = [
+            server_interceptor(),
             *(extra_interceptors or []),
             BearerTokenInterceptor(tokens, policy),
         ]
@@ -127,3 +130,4 @@ class ServiceApp:
             except Exception:
                 log.exception("shutdown hook failed")
         log.info("%s stopped", self.name)
+        self.telemetry.shutdown()

@@ -23,6 +23,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -38,6 +40,8 @@ def pid_alive(pid: int) -> bool:
 
 def terminate(pid: int, *, timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL: what a graceful stop of a child looks like."""
+    if pid <= 0:
+        return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ A run that collects no test is a failure, not a pass.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,10 @@ NO_TESTS_COLLECTED = 5
 
 
 def main(argv: list[str]) -> int:
-    stack = Stack(infra.DEV_DIR / "test-stack")
+    state_dir = infra.DEV_DIR / "test-stack"
+    Stack(state_dir).down()
+    shutil.rmtree(state_dir, ignore_errors=True)  # every run starts from empty servers
+    stack = Stack(state_dir)
     state = stack.ensure_infra(StackState())
     env = {**os.environ, "DATABASE_URL": state.database_url, "NATS_URL": state.nats_url}
     print(
