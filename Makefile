@@ -17,10 +17,11 @@ MYPY_PATHS = $(wildcard libs/common/plexsync services tools cli tests bench)
 
 all: install
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/write_pth.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) tools/write_pth.py
 	@touch $(STAMP)
 
 install: $(STAMP) $(PROTO_STAMP)
