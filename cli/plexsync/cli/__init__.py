@@ -1,0 +1,1 @@
+"""The `plexsync` command: a gRPC client of the plexsync services."""

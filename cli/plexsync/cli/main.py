@@ -1,0 +1,523 @@
+"""`plexsync`: log in, manage servers and libraries, sync with live progress, and query the catalog.
+
+Every command takes --json for scripts. Addresses come from PLEXSYNC_<SERVICE>_ADDR, the token from
+PLEXSYNC_CLI_TOKEN (or PLEXSYNC_SERVICE_TOKEN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import duration_pb2, field_mask_pb2
+from plexsync.cli.client import CliError, Endpoints, Services
+from plexsync.cli.output import enum_label, err_console, print_json, print_table, to_dict
+from plexsync.cli.progress import watch_scans
+from plexsync.v1 import auth_pb2, catalog_pb2, common_pb2, scanner_pb2
+
+Handler = Callable[[argparse.Namespace, Services], int]
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> duration_pb2.Duration:
+    """'6h', '1d12h', '30m', '90s' -> Duration."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise CliError(f"invalid duration {text!r}: use forms like 30m, 6h, 1d12h")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return duration_pb2.Duration(seconds=((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def _kind(value: str) -> common_pb2.ItemKind.ValueType:
+    try:
+        return common_pb2.ItemKind.Value(f"ITEM_KIND_{value.upper()}")
+    except ValueError:
+        raise CliError(f"unknown kind {value!r}: movie, show, season, episode, other_video") from None
+
+
+def _state(value: str) -> common_pb2.ItemState.ValueType:
+    try:
+        return common_pb2.ItemState.Value(f"ITEM_STATE_{value.upper()}")
+    except ValueError:
+        raise CliError(f"unknown state {value!r}: normal, remote_only, unavailable, file_not_found") from None
+
+
+# ---- login and servers -------------------------------------------------------------------------------
+
+
+def cmd_login(args: argparse.Namespace, svc: Services) -> int:
+    pin = svc.call("auth", svc.auth.StartPinLogin, auth_pb2.StartPinLoginRequest())
+    if not args.json:
+        err_console.print(f"Open [bold]{pin.auth_url}[/bold]\nand approve code [bold]{pin.code}[/bold]. Waiting…")
+    request = auth_pb2.CompletePinLoginRequest(pin_id=pin.pin_id, discover_servers=True)
+    if args.timeout:
+        request.timeout.FromSeconds(args.timeout)
+    done = svc.call("auth", svc.auth.CompletePinLogin, request, timeout=None)
+    if args.json:
+        print_json(done)
+        return 0
+    print(f"Logged in as {done.account.username or done.account.title} ({done.account.email})")
+    _print_servers(list(done.servers))
+    return 0
+
+
+def _print_servers(servers: list[Any]) -> None:
+    rows = [
+        (s.id, s.name, enum_label(auth_pb2.ServerStatus.Name(s.status)), s.preferred_uri, len(s.connections))
+        for s in servers
+    ]
+    print_table("Servers", ["id", "name", "status", "connection", "connections"], rows)
+
+
+def cmd_servers_list(args: argparse.Namespace, svc: Services) -> int:
+    reply = svc.call("auth", svc.auth.ListServers, auth_pb2.ListServersRequest(page_size=1000))
+    if args.json:
+        print_json(list(reply.servers))
+    else:
+        _print_servers(list(reply.servers))
+    return 0
+
+
+def cmd_servers_add(args: argparse.Namespace, svc: Services) -> int:
+    request = auth_pb2.AddServerRequest(url=args.url, token=args.token, name=args.name or "")
+    reply = svc.call("auth", svc.auth.AddServer, request)
+    if args.json:
+        print_json(reply.server)
+    else:
+        _print_servers([reply.server])
+    return 0
+
+
+def cmd_servers_discover(args: argparse.Namespace, svc: Services) -> int:
+    reply = svc.call("auth", svc.auth.DiscoverServers, auth_pb2.DiscoverServersRequest(use_gdm=args.gdm))
+    if args.json:
+        print_json(reply)
+    else:
+        _print_servers(list(reply.servers))
+        print(f"added {reply.added}, updated {reply.updated}, vanished {reply.vanished}")
+    return 0
+
+
+def cmd_servers_check(args: argparse.Namespace, svc: Services) -> int:
+    reply = svc.call("auth", svc.auth.CheckServer, auth_pb2.CheckServerRequest(server_id=args.server_id))
+    if args.json:
+        print_json(reply)
+        return 0
+    rows = [
+        (
+            c.uri,
+            enum_label(auth_pb2.ConnectionKind.Name(c.kind)),
+            "yes" if c.reachable else "no",
+            f"{c.latency.ToMilliseconds()} ms" if c.reachable else "",
+            ("chosen" if c.uri == reply.chosen.uri else c.last_error),
+        )
+        for c in reply.probes
+    ]
+    print_table(f"Connections of {reply.server.name}", ["uri", "kind", "reachable", "latency", "note"], rows)
+    return 0
+
+
+def cmd_servers_remove(args: argparse.Namespace, svc: Services) -> int:
+    svc.call("auth", svc.auth.RemoveServer, auth_pb2.RemoveServerRequest(server_id=args.server_id))
+    if args.json:
+        print_json({"removed": args.server_id})
+    else:
+        print(f"removed server {args.server_id}")
+    return 0
+
+
+# ---- libraries and paths -----------------------------------------------------------------------------
+
+
+def _print_libraries(libraries: list[Any]) -> None:
+    rows = [
+        (
+            lib.id,
+            lib.name,
+            enum_label(common_pb2.LibraryKind.Name(lib.kind)),
+            "on" if lib.sync_enabled else "off",
+            f"{lib.refresh_interval.seconds // 60} min" if lib.refresh_interval.seconds else "",
+            lib.last_scan_time.ToDatetime().isoformat(timespec="seconds") if lib.HasField("last_scan_time") else "",
+            "removed" if lib.removed else "",
+        )
+        for lib in libraries
+    ]
+    print_table("Libraries", ["id", "name", "kind", "sync", "interval", "last scan", ""], rows)
+
+
+def _all_libraries(svc: Services, server_id: str = "") -> list[Any]:
+    libraries: list[Any] = []
+    token = ""
+    while True:
+        request = catalog_pb2.ListLibrariesRequest(server_id=server_id, page_size=1000, page_token=token)
+        reply = svc.call("catalog", svc.catalog.ListLibraries, request)
+        libraries.extend(reply.libraries)
+        token = reply.next_page_token
+        if not token:
+            return libraries
+
+
+def cmd_libraries_list(args: argparse.Namespace, svc: Services) -> int:
+    libraries = _all_libraries(svc, args.server or "")
+    if args.json:
+        print_json(libraries)
+    else:
+        _print_libraries(libraries)
+    return 0
+
+
+def _update_library(svc: Services, library: Any, paths: list[str]) -> Any:
+    request = catalog_pb2.UpdateLibraryRequest(library=library, update_mask=field_mask_pb2.FieldMask(paths=paths))
+    return svc.call("catalog", svc.catalog.UpdateLibrary, request).library
+
+
+def cmd_libraries_toggle(enabled: bool) -> Handler:
+    def run(args: argparse.Namespace, svc: Services) -> int:
+        library = _update_library(svc, common_pb2.Library(id=args.library_id, sync_enabled=enabled), ["sync_enabled"])
+        if args.json:
+            print_json(library)
+        else:
+            _print_libraries([library])
+        return 0
+
+    return run
+
+
+def cmd_libraries_set_interval(args: argparse.Namespace, svc: Services) -> int:
+    library = common_pb2.Library(id=args.library_id, refresh_interval=parse_duration(args.interval))
+    updated = _update_library(svc, library, ["refresh_interval"])
+    if args.json:
+        print_json(updated)
+    else:
+        _print_libraries([updated])
+    return 0
+
+
+def _print_rules(rules: list[Any]) -> None:
+    print_table("Path replacements", ["plex path", "local path"], [(r.plex_path, r.local_path) for r in rules])
+
+
+def cmd_paths_list(args: argparse.Namespace, svc: Services) -> int:
+    request = catalog_pb2.ListPathReplacementsRequest(server_id=args.server_id, page_size=1000)
+    reply = svc.call("catalog", svc.catalog.ListPathReplacements, request)
+    if args.json:
+        print_json(list(reply.rules))
+    else:
+        print_table(
+            "Path replacements", ["plex path", "local path"], [(r.plex_path, r.local_path) for r in reply.rules]
+        )
+    return 0
+
+
+def cmd_paths_set(args: argparse.Namespace, svc: Services) -> int:
+    rules = []
+    for rule in args.rules:
+        plex_path, sep, local_path = rule.partition("=")
+        if not sep:
+            raise CliError(f"invalid rule {rule!r}: write PLEX_PATH=LOCAL_PATH, e.g. /data/movies=/mnt/movies")
+        rules.append(common_pb2.PathReplacement(plex_path=plex_path, local_path=local_path))
+    request = catalog_pb2.SetPathReplacementsRequest(server_id=args.server_id, rules=rules)
+    reply = svc.call("catalog", svc.catalog.SetPathReplacements, request)
+    if args.json:
+        print_json(list(reply.rules))
+    else:
+        print_table(
+            "Path replacements", ["plex path", "local path"], [(r.plex_path, r.local_path) for r in reply.rules]
+        )
+    return 0
+
+
+# ---- sync and scans ----------------------------------------------------------------------------------
+
+
+def _sync_targets(args: argparse.Namespace, svc: Services) -> list[Any]:
+    if args.library:
+        reply = svc.call("catalog", svc.catalog.GetLibrary, catalog_pb2.GetLibraryRequest(library_id=args.library))
+        return [reply.library]
+    server_ids = [args.server] if args.server else []
+    if args.all:
+        reply = svc.call("auth", svc.auth.ListServers, auth_pb2.ListServersRequest(page_size=1000))
+        server_ids = [s.id for s in reply.servers]
+        if not server_ids:
+            raise CliError("no servers yet: run `plexsync login` or `plexsync servers add URL --token TOKEN`")
+    libraries: list[Any] = []
+    for server_id in server_ids:
+        synced = svc.call("scanner", svc.scanner.SyncServer, scanner_pb2.SyncServerRequest(server_id=server_id), 120)
+        libraries.extend(lib for lib in synced.libraries if not lib.removed and (lib.sync_enabled or args.force))
+    return libraries
+
+
+def cmd_sync(args: argparse.Namespace, svc: Services) -> int:
+    if not (args.library or args.server or args.all):
+        raise CliError("say what to sync: --library ID, --server ID or --all")
+    mode = common_pb2.SCAN_MODE_DEEP if args.deep else common_pb2.SCAN_MODE_INCREMENTAL
+    scans = []
+    for library in _sync_targets(args, svc):
+        request = scanner_pb2.ScanLibraryRequest(library_id=library.id, mode=mode, force=args.force)
+        scans.append((library, svc.call("scanner", svc.scanner.ScanLibrary, request).scan))
+    if not scans:
+        raise CliError("nothing to sync: no enabled libraries (use --force to include disabled ones)")
+    if not args.wait:
+        if args.json:
+            print_json([scan for _, scan in scans])
+        else:
+            for library, scan in scans:
+                print(f"started scan {scan.id} of {library.name}")
+        return 0
+    finals = watch_scans(svc, scans, show_progress=not args.json)
+    if args.json:
+        print_json(finals)
+    else:
+        _print_scans(finals)
+    failed = [scan for scan in finals if scan.status != common_pb2.SCAN_STATUS_COMPLETED]
+    return 1 if failed else 0
+
+
+def _print_scans(scans: list[Any]) -> None:
+    rows = []
+    for scan in scans:
+        c = scan.counts
+        duration = ""
+        if scan.HasField("end_time") and scan.HasField("start_time"):
+            duration = f"{(scan.end_time.ToDatetime() - scan.start_time.ToDatetime()).total_seconds():.1f}s"
+        rows.append(
+            (
+                scan.id,
+                scan.library_id,
+                enum_label(common_pb2.ScanMode.Name(scan.mode)),
+                enum_label(common_pb2.ScanStatus.Name(scan.status)),
+                c.seen,
+                c.added,
+                c.updated,
+                c.unchanged,
+                c.failed,
+                c.missing,
+                duration,
+                scan.error,
+            )
+        )
+    columns = ["scan", "library", "mode", "status", "seen", "added", "updated", "unchanged", "failed", "missing",
+               "time", "error"]  # fmt: skip
+    print_table("Scans", columns, rows)
+
+
+def cmd_jobs_list(args: argparse.Namespace, svc: Services) -> int:
+    request = scanner_pb2.ListScansRequest(library_id=args.library or "", page_size=args.limit)
+    reply = svc.call("scanner", svc.scanner.ListScans, request)
+    if args.json:
+        print_json(list(reply.scans))
+    else:
+        _print_scans(list(reply.scans))
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace, svc: Services) -> int:
+    scan = svc.call("scanner", svc.scanner.GetScan, scanner_pb2.GetScanRequest(scan_id=args.job_id)).scan
+    if args.json:
+        print_json(scan)
+    else:
+        _print_scans([scan])
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace, svc: Services) -> int:
+    scan = svc.call("scanner", svc.scanner.CancelScan, scanner_pb2.CancelScanRequest(scan_id=args.job_id)).scan
+    if args.json:
+        print_json(scan)
+    else:
+        _print_scans([scan])
+    return 0
+
+
+# ---- items and stats ---------------------------------------------------------------------------------
+
+
+def _item_rows(items: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            item.id,
+            enum_label(common_pb2.ItemKind.Name(item.kind)),
+            item.title,
+            item.year or "",
+            enum_label(common_pb2.ItemState.Name(item.state)),
+            item.rating_key,
+        )
+        for item in items
+    ]
+
+
+def cmd_items_list(args: argparse.Namespace, svc: Services) -> int:
+    request = catalog_pb2.ListItemsRequest(
+        library_id=args.library or "",
+        kind=_kind(args.kind) if args.kind else common_pb2.ITEM_KIND_UNSPECIFIED,
+        state=_state(args.state) if args.state else common_pb2.ITEM_STATE_UNSPECIFIED,
+        page_size=args.limit,
+        page_token=args.page_token or "",
+    )
+    reply = svc.call("catalog", svc.catalog.ListItems, request)
+    if args.json:
+        print_json({"items": [to_dict(i) for i in reply.items], "next_page_token": reply.next_page_token})
+        return 0
+    print_table("Items", ["id", "kind", "title", "year", "state", "rating key"], _item_rows(list(reply.items)))
+    if reply.next_page_token:
+        print(f"more: --page-token {reply.next_page_token}")
+    return 0
+
+
+def cmd_items_search(args: argparse.Namespace, svc: Services) -> int:
+    request = catalog_pb2.SearchItemsRequest(query=args.query, library_id=args.library or "", page_size=args.limit)
+    reply = svc.call("catalog", svc.catalog.SearchItems, request)
+    if args.json:
+        print_json(list(reply.results))
+        return 0
+    rows = [(*row, f"{r.score:.3f}", ",".join(r.matched_fields)) for row, r in
+            zip(_item_rows([r.item for r in reply.results]), reply.results, strict=True)]  # fmt: skip
+    print_table(
+        f"Search: {args.query}", ["id", "kind", "title", "year", "state", "rating key", "score", "matched"], rows
+    )
+    return 0
+
+
+def cmd_items_show(args: argparse.Namespace, svc: Services) -> int:
+    item = svc.call("catalog", svc.catalog.GetItem, catalog_pb2.GetItemRequest(item_id=args.item_id)).item
+    if args.json:
+        print_json(item)
+        return 0
+    print(f"{item.title} ({item.year or '?'}) — {enum_label(common_pb2.ItemKind.Name(item.kind))}, "
+          f"{enum_label(common_pb2.ItemState.Name(item.state))}")  # fmt: skip
+    if item.tagline:
+        print(f"  {item.tagline}")
+    if item.plot:
+        print(f"  {item.plot}")
+    for label, values in (("genres", item.genres), ("studios", item.studios), ("countries", item.countries),
+                          ("labels", item.labels), ("networks", item.networks)):  # fmt: skip
+        if values:
+            print(f"  {label}: {', '.join(values)}")
+    if item.guids:
+        print("  guids: " + ", ".join(g.uri for g in item.guids))
+    credits = [f"{c.name}" + (f" as {c.character}" if c.character else "") for c in item.credits]
+    if credits:
+        print("  credits: " + ", ".join(credits[:12]) + (" …" if len(credits) > 12 else ""))
+    for version in item.media:
+        for part in version.parts:
+            print(f"  file: {part.plex_path} -> {part.local_path or '(no local path)'} "
+                  f"[{enum_label(common_pb2.ItemState.Name(part.state))}], {len(part.streams)} streams")  # fmt: skip
+    if item.chapters:
+        print(f"  chapters: {len(item.chapters)}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, svc: Services) -> int:
+    request = catalog_pb2.GetLibraryStatsRequest(library_id=args.library or "")
+    reply = svc.call("catalog", svc.catalog.GetLibraryStats, request)
+    if args.json:
+        print_json(reply)
+        return 0
+    rows = [
+        (enum_label(common_pb2.ItemKind.Name(c.kind)), enum_label(common_pb2.ItemState.Name(c.state)), c.count)
+        for c in reply.counts
+    ]
+    print_table("Items by kind and state", ["kind", "state", "count"], rows)
+    print(f"total {reply.total}, collections {reply.collections}")
+    return 0
+
+
+# ---- argument parsing --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plexsync", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(parent: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    login = command(sub, "login", cmd_login, "log in to plex.tv with a PIN")
+    login.add_argument("--timeout", type=float, default=0, help="seconds to wait for approval")
+
+    servers = sub.add_parser("servers", help="Plex servers").add_subparsers(dest="action", required=True)
+    command(servers, "list", cmd_servers_list, "list servers")
+    add = command(servers, "add", cmd_servers_add, "add a server by URL and token")
+    add.add_argument("url")
+    add.add_argument("--token", required=True)
+    add.add_argument("--name")
+    discover = command(servers, "discover", cmd_servers_discover, "discover servers through plex.tv")
+    discover.add_argument("--gdm", action="store_true", help="also search the local network (GDM)")
+    command(servers, "check", cmd_servers_check, "probe connections").add_argument("server_id")
+    command(servers, "remove", cmd_servers_remove, "forget a server").add_argument("server_id")
+
+    libraries = sub.add_parser("libraries", help="libraries").add_subparsers(dest="action", required=True)
+    command(libraries, "list", cmd_libraries_list, "list libraries").add_argument("--server")
+    command(libraries, "enable", cmd_libraries_toggle(True), "include in syncs").add_argument("library_id")
+    command(libraries, "disable", cmd_libraries_toggle(False), "exclude from syncs").add_argument("library_id")
+    interval = command(libraries, "set-interval", cmd_libraries_set_interval, "set the refresh interval")
+    interval.add_argument("library_id")
+    interval.add_argument("interval", help="e.g. 30m, 6h, 1d")
+
+    paths = sub.add_parser("paths", help="path replacements").add_subparsers(dest="action", required=True)
+    command(paths, "list", cmd_paths_list, "list a server's rules").add_argument("server_id")
+    set_paths = command(paths, "set", cmd_paths_set, "replace a server's rules")
+    set_paths.add_argument("server_id")
+    set_paths.add_argument("rules", nargs="*", help="PLEX_PATH=LOCAL_PATH (none clears the rules)")
+
+    sync = command(sub, "sync", cmd_sync, "scan libraries")
+    target = sync.add_mutually_exclusive_group()
+    target.add_argument("--library")
+    target.add_argument("--server")
+    target.add_argument("--all", action="store_true")
+    sync.add_argument("--deep", action="store_true", help="refetch everything, not only changes")
+    sync.add_argument("--force", action="store_true", help="include libraries whose sync is off")
+    sync.add_argument("--wait", action="store_true", help="follow progress until the scans end")
+
+    jobs = sub.add_parser("jobs", help="scans, running and past").add_subparsers(dest="action", required=True)
+    jobs_list = command(jobs, "list", cmd_jobs_list, "list scans")
+    jobs_list.add_argument("--library")
+    jobs_list.add_argument("--limit", type=int, default=20)
+    command(jobs, "show", cmd_jobs_show, "show a scan").add_argument("job_id")
+    command(jobs, "cancel", cmd_jobs_cancel, "cancel a scan").add_argument("job_id")
+
+    items = sub.add_parser("items", help="the catalog").add_subparsers(dest="action", required=True)
+    items_list = command(items, "list", cmd_items_list, "list items")
+    items_list.add_argument("--library")
+    items_list.add_argument("--kind")
+    items_list.add_argument("--state")
+    items_list.add_argument("--limit", type=int, default=25)
+    items_list.add_argument("--page-token")
+    search = command(items, "search", cmd_items_search, "search titles, people, genres")
+    search.add_argument("query")
+    search.add_argument("--library")
+    search.add_argument("--limit", type=int, default=20)
+    command(items, "show", cmd_items_show, "everything about one item").add_argument("item_id")
+
+    command(sub, "stats", cmd_stats, "item counts by kind and state").add_argument("--library")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    services = Services(Endpoints.from_env())
+    try:
+        handler: Handler = args.handler
+        return handler(args, services)
+    except CliError as exc:
+        if getattr(args, "json", False):
+            print_json({"error": str(exc)})
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        services.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

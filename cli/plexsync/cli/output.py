@@ -1,0 +1,46 @@
+"""Printing results: tables for people, JSON (`--json`) for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def print_json(data: Any) -> None:
+    if isinstance(data, Message):
+        data = to_dict(data)
+    elif isinstance(data, list):
+        data = [to_dict(d) if isinstance(d, Message) else d for d in data]
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+def enum_label(name: str) -> str:
+    """ITEM_STATE_REMOTE_ONLY -> remote_only."""
+    for prefix in ("ITEM_KIND_", "ITEM_STATE_", "LIBRARY_KIND_", "SCAN_MODE_", "SCAN_STATUS_", "SERVER_STATUS_",
+                   "CONNECTION_KIND_", "SERVER_SOURCE_"):  # fmt: skip
+        if name.startswith(prefix):
+            return name[len(prefix) :].lower()
+    return name.lower()
