@@ -1,0 +1,71 @@
+"""The metrics plexsync exports, defined once so names, units and attributes stay consistent.
+
+Instruments are created from the global meter provider that `telemetry.setup_telemetry` installs; with no
+OTLP endpoint they are cheap no-ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import cached_property
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+
+class PlexsyncMetrics:
+    """Every instrument, created on first use."""
+
+    @cached_property
+    def _meter(self) -> metrics.Meter:
+        return metrics.get_meter("plexsync")
+
+    @cached_property
+    def scan_duration(self) -> metrics.Histogram:
+        """Seconds a scan took, by plexsync.library.kind, plexsync.scan.mode and plexsync.scan.outcome."""
+        return self._meter.create_histogram("plexsync.scan.duration", unit="s", description="Duration of scans")
+
+    @cached_property
+    def scan_items(self) -> metrics.Counter:
+        """Items processed, by plexsync.item.outcome (added/updated/unchanged/failed) and library kind."""
+        return self._meter.create_counter("plexsync.scan.items", unit="{item}", description="Items processed by scans")
+
+    @cached_property
+    def scans_running(self) -> metrics.UpDownCounter:
+        return self._meter.create_up_down_counter("plexsync.scans.running", unit="{scan}", description="Scans running")
+
+    @cached_property
+    def plex_request_duration(self) -> metrics.Histogram:
+        """Latency of Plex requests, by plexsync.plex.endpoint (a path template) and http.response.status_code."""
+        return self._meter.create_histogram(
+            "plexsync.plex.request.duration", unit="s", description="Latency of requests to Plex"
+        )
+
+    @cached_property
+    def plex_request_errors(self) -> metrics.Counter:
+        """Failed Plex requests (transport errors and non-2xx), by endpoint and status or error type."""
+        return self._meter.create_counter(
+            "plexsync.plex.request.errors", unit="{request}", description="Failed requests to Plex"
+        )
+
+    @cached_property
+    def catalog_batch_duration(self) -> metrics.Histogram:
+        """Seconds the catalog took to write one WriteItems batch."""
+        return self._meter.create_histogram(
+            "plexsync.catalog.batch.duration", unit="s", description="Catalog write latency per batch"
+        )
+
+    def observe_job_queue(self, depth: Callable[[], int], oldest_age_seconds: Callable[[], float]) -> None:
+        """Register gauges for the scan job queue (depth and age of the oldest job)."""
+
+        def depth_cb(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(depth())
+
+        def age_cb(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(oldest_age_seconds())
+
+        self._meter.create_observable_gauge("plexsync.jobs.queue.depth", [depth_cb], unit="{job}")
+        self._meter.create_observable_gauge("plexsync.jobs.queue.age", [age_cb], unit="s")
+
+
+METRICS = PlexsyncMetrics()
