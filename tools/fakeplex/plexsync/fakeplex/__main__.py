@@ -1,0 +1,96 @@
+"""``python -m plexsync.fakeplex``: run the emulator as a process (for the demo, Makefile and benches)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+from plexsync.fakeplex.library import Library, LibrarySpec
+from plexsync.fakeplex.server import DEFAULT_TOKEN, FakePlex, run_forever
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m plexsync.fakeplex", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=32400, help="0 picks a free port")
+    p.add_argument("--token", default=DEFAULT_TOKEN, help="server access token (X-Plex-Token)")
+    p.add_argument("--extra-token", action="append", default=[], help="another accepted token")
+    p.add_argument("--account-token", default=None, help="plex.tv token a PIN yields (default: --token)")
+    p.add_argument("--movies", type=int, default=50)
+    p.add_argument("--shows", type=int, default=5)
+    p.add_argument("--seasons", type=int, default=2, help="seasons per show")
+    p.add_argument("--episodes", type=int, default=5, help="episodes per season")
+    p.add_argument("--other-videos", type=int, default=5)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--library-spec", default=None, help="JSON (or a JSON file) with seed and sections")
+    p.add_argument("--remote-host", default="127.0.0.2", help="'remote' connection host ('' to disable)")
+    p.add_argument("--relay-listen", default="127.0.0.1:0", help="'relay' connection host:port ('' disables)")
+    p.add_argument("--extra-listen", action="append", default=[], help="additional host:port listener")
+    p.add_argument("--friendly-name", default="FakePlex")
+    p.add_argument("--pin-auto-approve-after", type=int, default=None, help="approve PINs on the Nth poll")
+    p.add_argument("--pin-ttl", type=int, default=1800, help="PIN lifetime in seconds")
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--ready-file", default=None, help="written (JSON: url, token, connections) once listening")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.library_spec:
+        spec = LibrarySpec.from_json(args.library_spec)
+    else:
+        spec = LibrarySpec.from_sizes(
+            movies=args.movies,
+            shows=args.shows,
+            seasons=args.seasons,
+            episodes=args.episodes,
+            other_videos=args.other_videos,
+            seed=args.seed,
+        )
+    fp = FakePlex(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        extra_tokens=args.extra_token,
+        account_token=args.account_token,
+        library=Library(spec),
+        remote=args.remote_host or None,
+        relay=args.relay_listen or None,
+        extra_listen=args.extra_listen,
+        friendly_name=args.friendly_name,
+        pin_ttl=args.pin_ttl,
+        pin_auto_approve_after=args.pin_auto_approve_after,
+        fault_seed=args.fault_seed,
+    )
+
+    def ready(server: FakePlex) -> None:
+        print(f"fakeplex listening on {server.url} (token {server.token}, pid {os.getpid()})", flush=True)
+        if args.ready_file:
+            tmp = Path(args.ready_file + ".tmp")
+            tmp.write_bytes(orjson.dumps(server.info(), option=orjson.OPT_INDENT_2))
+            tmp.replace(args.ready_file)
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_forever(fp, ready)
+
+    try:
+        asyncio.run(runner())
+    except OSError as e:
+        print(f"fakeplex: cannot listen: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+if __name__ == "__main__":
+    main()

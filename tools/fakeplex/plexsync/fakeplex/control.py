@@ -1,0 +1,163 @@
+"""Typed client for fakeplex's control API (``/__fakeplex/...``), for tests and benchmarks.
+
+Works against an in-process ``FakePlex`` or a subprocess alike; it needs no Plex token.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+from plexsync.fakeplex.faults import FaultKind
+
+
+class FakePlexControl:
+    """``async with FakePlexControl(url) as ctl: await ctl.change(rk, title="New")``."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/__fakeplex", timeout=timeout)
+
+    async def __aenter__(self) -> FakePlexControl:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+        resp = await self._client.request(method, path, json=json)
+        if resp.status_code >= 400:
+            raise FakePlexControlError(resp.status_code, resp.text)
+        return resp.json()
+
+    # info and counters
+    async def info(self) -> dict[str, Any]:
+        return dict(await self._call("GET", "/info"))
+
+    async def stats(self) -> dict[str, int]:
+        """Requests served per ``METHOD /path/{template}`` since start or the last reset."""
+        return dict((await self._call("GET", "/stats"))["requests"])
+
+    async def total_requests(self) -> int:
+        return int((await self._call("GET", "/stats"))["total"])
+
+    async def reset_stats(self) -> None:
+        await self._call("POST", "/stats/reset")
+
+    async def reset(self) -> None:
+        """Clear faults and counters and bring every connection back up."""
+        await self._call("POST", "/reset")
+
+    # library mutations
+    async def add_item(
+        self,
+        section: int,
+        *,
+        type: str | None = None,
+        parent: int | str | None = None,
+        index: int | None = None,
+        **fields: Any,
+    ) -> str:
+        body: dict[str, Any] = {"section": section, "type": type, "index": index, "fields": fields or None}
+        if parent is not None:
+            body["parent"] = int(parent)
+        return str((await self._call("POST", "/items", body))["ratingKey"])
+
+    async def item(self, rating_key: int | str) -> dict[str, Any]:
+        return dict(await self._call("GET", f"/items/{rating_key}"))
+
+    async def change(self, rating_key: int | str, **fields: Any) -> dict[str, Any]:
+        """Set metadata fields (``title=...``, ``Genre=[{"tag": "Drama"}]``); None removes a field."""
+        return dict(await self._call("PATCH", f"/items/{rating_key}", {"fields": fields}))
+
+    async def delete(self, rating_key: int | str) -> None:
+        await self._call("DELETE", f"/items/{rating_key}")
+
+    async def move(self, rating_key: int | str, parent: int | str, index: int | None = None) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/items/{rating_key}/move", {"parent": int(parent), "index": index}))
+
+    async def add_media(
+        self, rating_key: int | str, *, file: str | None = None, size: int | None = None
+    ) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/items/{rating_key}/media", {"file": file, "size": size}))
+
+    async def replace_file(
+        self,
+        rating_key: int | str,
+        *,
+        media_index: int = 0,
+        part_index: int = 0,
+        file: str | None = None,
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        body = {"media_index": media_index, "part_index": part_index, "file": file, "size": size}
+        return dict(await self._call("POST", f"/items/{rating_key}/replace-file", body))
+
+    # tokens and pins
+    async def add_token(self, token: str | None = None) -> str:
+        return str((await self._call("POST", "/tokens", {"token": token}))["token"])
+
+    async def revoke_token(self, token: str) -> None:
+        await self._call("DELETE", f"/tokens/{token}")
+
+    async def approve_pin(self, pin_id: int, token: str | None = None) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/pins/{pin_id}/approve", {"token": token}))
+
+    async def expire_pin(self, pin_id: int) -> None:
+        await self._call("POST", f"/pins/{pin_id}/expire")
+
+    async def auto_approve_pins(self, after_polls: int | None, *, ttl: int | None = None) -> None:
+        """Approve every PIN on its Nth poll (None turns it off); ``ttl`` sets new PINs' lifetime."""
+        body: dict[str, Any] = {"after_polls": after_polls}
+        if ttl is not None:
+            body["ttl"] = ttl
+        await self._call("POST", "/pins/auto-approve", body)
+
+    async def pins(self) -> list[dict[str, Any]]:
+        return list(await self._call("GET", "/pins"))
+
+    # faults and connections
+    async def set_faults(self, rules: list[dict[str, Any]], *, seed: int | None = None) -> None:
+        await self._call("PUT", "/faults", {"rules": rules, "seed": seed})
+
+    async def add_fault(
+        self,
+        kind: FaultKind,
+        *,
+        probability: float = 1.0,
+        path_prefix: str = "",
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        status: int = 500,
+        retry_after: int = 1,
+        times: int | None = None,
+    ) -> None:
+        rule = {
+            "kind": kind,
+            "probability": probability,
+            "path_prefix": path_prefix,
+            "latency_ms": latency_ms,
+            "jitter_ms": jitter_ms,
+            "status": status,
+            "retry_after": retry_after,
+            "times": times,
+        }
+        await self._call("POST", "/faults", rule)
+
+    async def clear_faults(self) -> None:
+        await self._call("DELETE", "/faults")
+
+    async def set_connection(
+        self, name: str, state: Literal["up", "down", "slow"], *, delay_ms: float = 0.0
+    ) -> dict[str, Any]:
+        """``name`` is ``local``, ``remote``, ``relay`` or ``extraN``; don't take down the one you control."""
+        return dict(await self._call("POST", f"/connections/{name}", {"state": state, "delay_ms": delay_ms}))
+
+
+class FakePlexControlError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"fakeplex control call failed: {status} {text}")
+        self.status = status
+        self.text = text

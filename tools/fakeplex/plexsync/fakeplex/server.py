@@ -1,0 +1,1000 @@
+"""The fake Plex Media Server + plex.tv HTTP server (aiohttp), with its control API and websockets.
+
+Listeners: ``local`` (the main host:port), ``remote`` (by default 127.0.0.2 on the same port — every
+127/8 address answers on Linux loopback), ``relay`` (127.0.0.1 on its own port) and any number of
+``extraN``. All serve the same app; each can be taken down or slowed through the control API, which
+is how tests exercise connection choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+from plexsync.fakeplex import render
+from plexsync.fakeplex.faults import FaultInjector, FaultRule
+from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec
+from plexsync.fakeplex.plextv import PlexTvHandlers, PlexTvState
+
+DEFAULT_TOKEN = "fakeplex-token"
+SERVER_VERSION = "1.41.3.9314-a0bfb8370"
+CONTROL_PREFIX = "/__fakeplex"
+_UNAUTHORIZED = b"<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"
+_PAGING_HEADERS = ("X-Plex-Container-Start", "X-Plex-Container-Size")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Listener:
+    """One listening address. ``state`` is ``up``, ``down`` (refused, open sockets cut) or ``slow``."""
+
+    name: str
+    host: str
+    port: int
+    site: web.SockSite | None = None
+    state: str = "up"
+    delay_s: float = 0.0
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class _Cached:
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "yes")
+
+
+class FakePlex:
+    """A Plex Media Server + plex.tv emulator. ``async with FakePlex() as fp: fp.url``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = DEFAULT_TOKEN,
+        extra_tokens: Iterable[str] = (),
+        account_token: str | None = None,
+        library: Library | None = None,
+        spec: LibrarySpec | None = None,
+        remote: str | None = "127.0.0.2",
+        relay: str | None = "127.0.0.1:0",
+        extra_listen: Iterable[str] = (),
+        machine_identifier: str | None = None,
+        friendly_name: str = "FakePlex",
+        pin_ttl: int = 1800,
+        pin_auto_approve_after: int | None = None,
+        fault_seed: int = 0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
+        self.tokens: set[str] = {token, *extra_tokens}
+        self.account_token = account_token or token
+        self.tokens.add(self.account_token)
+        self.library = library or Library(spec)
+        seed = self.library.seed
+        self.machine_identifier = machine_identifier or hashlib.sha1(f"fakeplex/{seed}".encode()).hexdigest()
+        self.library.machine_identifier = self.machine_identifier
+        self.friendly_name = friendly_name
+        self.faults = FaultInjector(seed=fault_seed)
+        self.counters: Counter[str] = Counter()
+        self.plextv = PlexTvState(self.account_token, pin_ttl, pin_auto_approve_after, seed)
+        self._remote_host = remote
+        self._relay = relay
+        self._extra = list(extra_listen)
+        self.listeners: dict[str, Listener] = {}
+        self._by_sock: dict[tuple[str, int], Listener] = {}
+        self._runner: web.AppRunner | None = None
+        self._cache: dict[tuple[Any, ...], _Cached] = {}
+        self._cache_version = -1
+        self._websockets: set[web.WebSocketResponse] = set()
+        self.app = self._make_app()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def url(self) -> str:
+        return self.listeners["local"].uri
+
+    @property
+    def plextv_url(self) -> str:
+        """plex.tv is served on the same listener as the server itself."""
+        return self.url
+
+    async def __aenter__(self) -> FakePlex:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        main = await self._listen("local", self.host, self.port)
+        self.port = main.port
+        if self._remote_host:
+            try:
+                await self._listen("remote", self._remote_host, self.port)
+            except OSError:
+                await self._listen("remote", self._remote_host, 0)
+        if self._relay:
+            rhost, _, rport = self._relay.rpartition(":")
+            await self._listen("relay", rhost or "127.0.0.1", int(rport or 0))
+        for n, spec in enumerate(self._extra, start=1):
+            ehost, _, eport = spec.rpartition(":")
+            await self._listen(f"extra{n}", ehost or "127.0.0.1", int(eport or 0))
+
+    async def _listen(self, name: str, host: str, port: int) -> Listener:
+        assert self._runner is not None
+        sock = _bind(host, port)
+        bound_port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        listener = self.listeners.get(name) or Listener(name, host, bound_port)
+        listener.port = bound_port
+        listener.site = site
+        self.listeners[name] = listener
+        self._by_sock[(host, bound_port)] = listener
+        return listener
+
+    async def stop(self) -> None:
+        for ws in list(self._websockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def set_listener(self, name: str, state: str, delay_ms: float = 0.0) -> Listener:
+        """Take a connection ``down`` (refuse + cut), make it ``slow`` (delay each answer) or ``up``."""
+        listener = self.listeners[name]
+        if state not in ("up", "down", "slow"):
+            raise ValueError(f"state must be up, down or slow, not {state!r}")
+        if state == "down" and listener.site is not None:
+            await listener.site.stop()
+            listener.site = None
+        if state != "down" and listener.site is None:
+            await self._listen(name, listener.host, listener.port)
+        listener.state = state
+        listener.delay_s = delay_ms / 1000.0 if state == "slow" else 0.0
+        return listener
+
+    # ------------------------------------------------------------------ app
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
+        pms = [
+            web.get("/", self.h_root),
+            web.get("/identity", self.h_identity),
+            web.get("/library/sections", self.h_sections),
+            web.get("/library/sections/all", self.h_sections),
+            web.get("/library/sections/{section_id}/all", self.h_section_all),
+            web.get("/library/sections/{section_id}/collections", self.h_section_collections),
+            web.get("/library/all", self.h_library_all),
+            web.get("/library/tags", self.h_tags),
+            web.get("/library/metadata/{ids}", self.h_metadata),
+            web.get("/library/metadata/{ids}/children", self.h_children),
+            web.get("/library/metadata/{ids}/allLeaves", self.h_all_leaves),
+            web.get("/library/collections/{collection_id}/children", self.h_collection_children),
+            web.get("/library/collections/{collection_id}/items", self.h_collection_children),
+            web.get("/:/websockets/notifications", self.h_websocket),
+            web.get("/:/websocket/notifications", self.h_websocket),
+        ]
+        plextv = PlexTvHandlers(self.plextv, self._token_ok, self.resources, self.user)
+        control = [
+            web.get(CONTROL_PREFIX + "/info", self.c_info),
+            web.get(CONTROL_PREFIX + "/stats", self.c_stats),
+            web.post(CONTROL_PREFIX + "/stats/reset", self.c_stats_reset),
+            web.post(CONTROL_PREFIX + "/reset", self.c_reset),
+            web.get(CONTROL_PREFIX + "/faults", self.c_faults_get),
+            web.put(CONTROL_PREFIX + "/faults", self.c_faults_set),
+            web.post(CONTROL_PREFIX + "/faults", self.c_faults_add),
+            web.delete(CONTROL_PREFIX + "/faults", self.c_faults_clear),
+            web.post(CONTROL_PREFIX + "/items", self.c_item_add),
+            web.get(CONTROL_PREFIX + "/items/{rk}", self.c_item_get),
+            web.patch(CONTROL_PREFIX + "/items/{rk}", self.c_item_change),
+            web.delete(CONTROL_PREFIX + "/items/{rk}", self.c_item_delete),
+            web.post(CONTROL_PREFIX + "/items/{rk}/move", self.c_item_move),
+            web.post(CONTROL_PREFIX + "/items/{rk}/media", self.c_item_media),
+            web.post(CONTROL_PREFIX + "/items/{rk}/replace-file", self.c_item_replace),
+            web.post(CONTROL_PREFIX + "/tokens", self.c_token_add),
+            web.delete(CONTROL_PREFIX + "/tokens/{token}", self.c_token_revoke),
+            web.post(CONTROL_PREFIX + "/pins/auto-approve", self.c_pin_auto),
+            web.post(CONTROL_PREFIX + "/pins/{pin_id}/approve", self.c_pin_approve),
+            web.post(CONTROL_PREFIX + "/pins/{pin_id}/expire", self.c_pin_expire),
+            web.get(CONTROL_PREFIX + "/pins", self.c_pins),
+            web.post(CONTROL_PREFIX + "/connections/{name}", self.c_connection),
+        ]
+        app.add_routes(pms + plextv.routes() + control)
+        return app
+
+    def _token_ok(self, request: web.Request) -> bool:
+        tok = request.headers.get("X-Plex-Token") or request.query.get("X-Plex-Token")
+        return tok is not None and tok in self.tokens
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path.startswith(CONTROL_PREFIX):
+            return await handler(request)
+        transport = request.transport
+        if transport is not None and len(self._by_sock) > 1:
+            sockname = transport.get_extra_info("sockname")
+            listener = self._by_sock.get((sockname[0], sockname[1])) if sockname else None
+            if listener is not None and listener.state != "up":
+                if listener.state == "down":
+                    transport.abort()
+                    raise asyncio.CancelledError
+                await asyncio.sleep(listener.delay_s)
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else "<unmatched>"
+        self.counters[f"{request.method} {template}"] += 1
+        decision = self.faults.decide(path)
+        if decision.delay_s:
+            await asyncio.sleep(decision.delay_s)
+        rule = decision.action
+        if rule is not None and rule.kind in ("error", "rate_limit", "drop"):
+            return self._fault_response(request, rule)
+        if not (path == "/identity" or path.startswith("/api/v2/") or self._token_ok(request)):
+            return web.Response(status=401, body=_UNAUTHORIZED, content_type="text/html")
+        response = await handler(request)
+        if rule is not None and isinstance(response, web.Response) and response.body is not None:
+            return await self._mangle(request, response, rule)
+        return response
+
+    def _fault_response(self, request: web.Request, rule: FaultRule) -> web.Response:
+        if rule.kind == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if rule.kind == "rate_limit":
+            return web.Response(status=429, text="Too Many Requests", headers={"Retry-After": str(rule.retry_after)})
+        headers = {"Retry-After": str(rule.retry_after)} if rule.status == 503 else {}
+        return web.Response(status=rule.status, text=f"fakeplex injected {rule.status}", headers=headers)
+
+    async def _mangle(self, request: web.Request, response: web.Response, rule: FaultRule) -> web.StreamResponse:
+        body = response.body
+        assert isinstance(body, bytes)
+        if rule.kind == "malformed":
+            broken = body[: max(1, len(body) // 2)] + b"\x00<{]]"
+            return web.Response(body=broken, status=200, content_type=response.content_type)
+        stream = web.StreamResponse(status=response.status, headers=response.headers)
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        await stream.write(body[: len(body) // 2])
+        await asyncio.sleep(0.01)
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _wants_json(request: web.Request) -> bool:
+        return "json" in request.headers.get("Accept", "")
+
+    def _send(
+        self, request: web.Request, container: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> web.Response:
+        if self._wants_json(request):
+            return web.Response(body=render.to_json(container), content_type="application/json", headers=headers)
+        return web.Response(body=render.to_xml(container), content_type="text/xml", charset="utf-8", headers=headers)
+
+    @staticmethod
+    def _paging(request: web.Request) -> tuple[int, int | None]:
+        vals: list[int | None] = []
+        for name in _PAGING_HEADERS:
+            raw = request.query.get(name) or request.headers.get(name)
+            try:
+                vals.append(int(raw) if raw not in (None, "") else None)
+            except ValueError:
+                raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+        start = max(0, vals[0] or 0)
+        size = vals[1]
+        return start, (max(0, size) if size is not None else None)
+
+    def _cache_key(self, request: web.Request, start: int, size: int | None) -> tuple[Any, ...]:
+        query = tuple(sorted((k, v) for k, v in request.query.items() if not k.startswith("X-Plex-")))
+        return (request.path, query, start, size, self._wants_json(request))
+
+    def _cached(self, key: tuple[Any, ...]) -> web.Response | None:
+        if self._cache_version != self.library.version:
+            self._cache.clear()
+            self._cache_version = self.library.version
+            return None
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        return web.Response(
+            body=hit.body,
+            headers=hit.headers,
+            content_type=hit.content_type,
+            charset="utf-8" if hit.content_type == "text/xml" else None,
+        )
+
+    def _store(self, key: tuple[Any, ...], response: web.Response, headers: dict[str, str]) -> None:
+        if len(self._cache) > 8192:
+            self._cache.clear()
+        body = response.body
+        assert isinstance(body, bytes)
+        self._cache[key] = _Cached(body, response.content_type, headers)
+
+    def _listing(
+        self,
+        request: web.Request,
+        keys: Callable[[], list[int]],
+        attrs: Callable[[], dict[str, Any]],
+        *,
+        include_guids: bool = False,
+        include_section: bool = False,
+    ) -> web.Response:
+        """A paged MediaContainer of Metadata; answers from the page cache when nothing changed."""
+        start, size = self._paging(request)
+        ckey = self._cache_key(request, start, size)
+        hit = self._cached(ckey)
+        if hit is not None:
+            return hit
+        try:
+            all_keys = keys()
+            container = attrs()
+        except LibraryError as e:
+            raise web.HTTPNotFound(text=str(e)) from None
+        total = len(all_keys)
+        page = all_keys[start:] if size is None else all_keys[start : start + size]
+        lib = self.library
+        meta = [lib.render(rk, full=False, include_guids=include_guids, include_section=include_section) for rk in page]
+        out: dict[str, Any] = {"size": len(meta), "totalSize": total, "offset": start}
+        out.update(container)
+        if meta:
+            out["Metadata"] = meta
+        headers = {"X-Plex-Container-Start": str(start), "X-Plex-Container-Total-Size": str(total)}
+        response = self._send(request, out, headers)
+        self._store(ckey, response, headers)
+        return response
+
+    def _section_attrs(self, section_id: int, title2: str, view_group: str) -> dict[str, Any]:
+        sec = self.library.section(section_id)
+        return {
+            "allowSync": True,
+            "art": f"/:/resources/{sec.type}-fanart.jpg",
+            "identifier": "com.plexapp.plugins.library",
+            "librarySectionID": sec.key,
+            "librarySectionTitle": sec.title,
+            "librarySectionUUID": sec.uuid,
+            "mediaTagPrefix": "/system/bundle/media/flags/",
+            "mediaTagVersion": 1732000000,
+            "thumb": f"/:/resources/{sec.type}.png",
+            "title1": sec.title,
+            "title2": title2,
+            "viewGroup": view_group,
+        }
+
+    @staticmethod
+    def _int(request: web.Request, name: str) -> int:
+        try:
+            return int(request.match_info[name])
+        except ValueError:
+            raise web.HTTPNotFound() from None
+
+    # ------------------------------------------------------------------ PMS handlers
+    async def h_root(self, request: web.Request) -> web.Response:
+        dirs = [
+            {"count": 1, "key": k, "title": k}
+            for k in (
+                "activities",
+                "butler",
+                "channels",
+                "clients",
+                "diagnostics",
+                "hubs",
+                "library",
+                "livetv",
+                "media",
+                "player",
+                "playlists",
+                "search",
+                "server",
+                "servers",
+                "statistics",
+                "system",
+                "transcode",
+                "updater",
+            )
+        ]
+        mc = {
+            "size": len(dirs),
+            "allowCameraUpload": False,
+            "allowChannelAccess": True,
+            "allowSharing": True,
+            "allowSync": True,
+            "backgroundProcessing": True,
+            "certificate": True,
+            "companionProxy": True,
+            "countryCode": "dnk",
+            "diagnostics": "logs,databases,streaminglogs",
+            "eventStream": True,
+            "friendlyName": self.friendly_name,
+            "livetv": 7,
+            "machineIdentifier": self.machine_identifier,
+            "myPlex": True,
+            "myPlexMappingState": "mapped",
+            "myPlexSigninState": "ok",
+            "myPlexSubscription": True,
+            "myPlexUsername": "owner@fakeplex.invalid",
+            "multiuser": True,
+            "platform": "Linux",
+            "platformVersion": "6.1.0",
+            "sync": True,
+            "transcoderActiveVideoSessions": 0,
+            "updatedAt": int(time.time()),
+            "version": SERVER_VERSION,
+            "Directory": dirs,
+        }
+        return self._send(request, mc)
+
+    async def h_identity(self, request: web.Request) -> web.Response:
+        mc = {
+            "size": 0,
+            "apiVersion": "1.1.1",
+            "claimed": True,
+            "machineIdentifier": self.machine_identifier,
+            "version": SERVER_VERSION,
+        }
+        return self._send(request, mc)
+
+    async def h_sections(self, request: web.Request) -> web.Response:
+        dirs = [s.to_plex() for s in self.library.sections.values()]
+        mc: dict[str, Any] = {"size": len(dirs), "allowSync": False, "title1": "Plex Library"}
+        if dirs:
+            mc["Directory"] = dirs
+        return self._send(request, mc)
+
+    async def h_section_all(self, request: web.Request) -> web.Response:
+        section_id = self._int(request, "section_id")
+        lib = self.library
+        if section_id not in lib.sections:
+            raise web.HTTPNotFound()
+        sec = lib.sections[section_id]
+        q = request.query
+        try:
+            tnum = int(q["type"]) if "type" in q else TYPE_NUMBERS[sec.type]
+            network = int(q["network"]) if "network" in q else None
+        except ValueError:
+            raise web.HTTPBadRequest(text="type and network must be integers") from None
+
+        def keys() -> list[int]:
+            out = lib.list_keys(section_id, tnum)
+            if network is not None:
+                idx = lib.network_index(network)
+                out = [rk for rk in out if lib.nodes[rk].type == "show" and lib.nodes[rk].network == idx]
+            return out
+
+        view = {1: "movie", 2: "show", 3: "season", 4: "episode", 18: "collection"}.get(tnum, "secondary")
+        title2 = {18: "Collections"}.get(tnum, "All " + sec.title)
+        return self._listing(
+            request,
+            keys,
+            lambda: self._section_attrs(section_id, title2, view),
+            include_guids=_truthy(q.get("includeGuids")),
+        )
+
+    async def h_section_collections(self, request: web.Request) -> web.Response:
+        section_id = self._int(request, "section_id")
+        if section_id not in self.library.sections:
+            raise web.HTTPNotFound()
+        return self._listing(
+            request,
+            lambda: self.library.list_keys(section_id, 18),
+            lambda: self._section_attrs(section_id, "Collections", "collection"),
+        )
+
+    async def h_library_all(self, request: web.Request) -> web.Response:
+        lib = self.library
+        try:
+            tnum = int(request.query.get("type", "18"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="type must be an integer") from None
+
+        def keys() -> list[int]:
+            return [rk for key in lib.sections for rk in lib.list_keys(key, tnum)]
+
+        attrs = {
+            "allowSync": False,
+            "identifier": "com.plexapp.plugins.library",
+            "mediaTagPrefix": "/system/bundle/media/flags/",
+            "mediaTagVersion": 1732000000,
+        }
+        return self._listing(
+            request, keys, lambda: attrs, include_guids=_truthy(request.query.get("includeGuids")), include_section=True
+        )
+
+    async def h_tags(self, request: web.Request) -> web.Response:
+        start, size = self._paging(request)
+        tags = self.library.networks() if request.query.get("type") == "319" else []
+        page = tags[start:] if size is None else tags[start : start + size]
+        mc: dict[str, Any] = {
+            "size": len(page),
+            "totalSize": len(tags),
+            "offset": start,
+            "allowSync": False,
+            "identifier": "com.plexapp.plugins.library",
+        }
+        if page:
+            mc["Directory"] = page
+        headers = {"X-Plex-Container-Start": str(start), "X-Plex-Container-Total-Size": str(len(tags))}
+        return self._send(request, mc, headers)
+
+    def _ids(self, request: web.Request) -> list[int]:
+        try:
+            ids = [int(x) for x in request.match_info["ids"].split(",") if x]
+        except ValueError:
+            raise web.HTTPNotFound() from None
+        if not ids or any(i not in self.library.nodes for i in ids):
+            raise web.HTTPNotFound()
+        return ids
+
+    async def h_metadata(self, request: web.Request) -> web.Response:
+        ids = self._ids(request)
+        chapters = _truthy(request.query.get("includeChapters"))
+        ckey = self._cache_key(request, 0, None)
+        hit = self._cached(ckey)
+        if hit is not None:
+            return hit
+        lib = self.library
+        meta = [lib.render(rk, full=True, include_chapters=chapters) for rk in ids]
+        first = lib.nodes[ids[0]]
+        sec = lib.sections[first.section_key]
+        mc = {
+            "size": len(meta),
+            "allowSync": True,
+            "identifier": "com.plexapp.plugins.library",
+            "librarySectionID": sec.key,
+            "librarySectionTitle": sec.title,
+            "librarySectionUUID": sec.uuid,
+            "mediaTagPrefix": "/system/bundle/media/flags/",
+            "mediaTagVersion": 1732000000,
+            "Metadata": meta,
+        }
+        response = self._send(request, mc)
+        self._store(ckey, response, {})
+        return response
+
+    def _parent_attrs(self, rk: int, view_group: str) -> dict[str, Any]:
+        lib = self.library
+        node = lib.node(rk)
+        sec = lib.sections[node.section_key]
+        item = lib.render(rk, full=False)
+        attrs: dict[str, Any] = {
+            "allowSync": True,
+            "identifier": "com.plexapp.plugins.library",
+            "key": str(rk),
+            "librarySectionID": sec.key,
+            "librarySectionTitle": sec.title,
+            "librarySectionUUID": sec.uuid,
+            "mediaTagPrefix": "/system/bundle/media/flags/",
+            "mediaTagVersion": 1732000000,
+            "title1": item.get("parentTitle", sec.title),
+            "title2": item["title"],
+            "viewGroup": view_group,
+        }
+        if node.type == "season":
+            attrs["parentIndex"] = node.index
+            attrs["grandparentRatingKey"] = item.get("parentRatingKey")
+            attrs["grandparentTitle"] = item.get("parentTitle")
+        if "thumb" in item:
+            attrs["thumb"] = item["thumb"]
+        return attrs
+
+    async def h_children(self, request: web.Request) -> web.Response:
+        ids = self._ids(request)
+        rk = ids[0]
+        node = self.library.nodes[rk]
+        view = {"show": "season", "season": "episode"}.get(node.type, "movie")
+        return self._listing(
+            request,
+            lambda: self.library.children_keys(rk),
+            lambda: self._parent_attrs(rk, view),
+            include_guids=_truthy(request.query.get("includeGuids")),
+        )
+
+    async def h_all_leaves(self, request: web.Request) -> web.Response:
+        ids = self._ids(request)
+        rk = ids[0]
+        return self._listing(
+            request,
+            lambda: self.library.leaf_keys(rk),
+            lambda: self._parent_attrs(rk, "episode"),
+            include_guids=_truthy(request.query.get("includeGuids")),
+        )
+
+    async def h_collection_children(self, request: web.Request) -> web.Response:
+        crk = self._int(request, "collection_id")
+        node = self.library.nodes.get(crk)
+        if node is None or node.type != "collection":
+            raise web.HTTPNotFound()
+        return self._listing(
+            request,
+            lambda: self.library.children_keys(crk),
+            lambda: self._parent_attrs(
+                crk, "movie" if self.library.sections[node.section_key].type == "movie" else "show"
+            ),
+            include_guids=_truthy(request.query.get("includeGuids")),
+        )
+
+    async def h_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        self._websockets.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._websockets.discard(ws)
+        return ws
+
+    # ------------------------------------------------------------------ notifications
+    def publish(self, events: list[Event]) -> None:
+        """Send Plex-shaped timeline + activity notifications for ``events`` to every websocket."""
+        if not events or not self._websockets:
+            return
+        activity_id = str(uuid.uuid4())
+        sec = events[0].section_key
+        messages = [self._activity(activity_id, "started", sec, 0)]
+        for ev in events:
+            entry: dict[str, Any] = {
+                "identifier": "com.plexapp.plugins.library",
+                "sectionID": str(ev.section_key),
+                "itemID": str(ev.rating_key),
+                "type": TYPE_NUMBERS[ev.type],
+                "title": ev.title,
+                "state": ev.state,
+                "updatedAt": ev.updated_at,
+            }
+            if ev.metadata_state is not None:
+                entry["metadataState"] = ev.metadata_state
+            if ev.parent is not None:
+                entry["parentItemID"] = str(ev.parent)
+            if ev.root is not None:
+                entry["rootItemID"] = str(ev.root)
+            messages.append({"NotificationContainer": {"type": "timeline", "size": 1, "TimelineEntry": [entry]}})
+        messages.append(self._activity(activity_id, "ended", sec, 100))
+        payloads = [orjson.dumps(m).decode() for m in messages]
+        for ws in list(self._websockets):
+            for p in payloads:
+                asyncio.ensure_future(ws.send_str(p))
+
+    def _activity(self, activity_id: str, event: str, section_key: int, progress: int) -> dict[str, Any]:
+        title = self.library.sections[section_key].title if section_key in self.library.sections else ""
+        act = {
+            "uuid": activity_id,
+            "type": "library.update.section",
+            "cancellable": False,
+            "userID": 1,
+            "title": f"Scanning {title}",
+            "subtitle": "",
+            "progress": progress,
+            "Context": {"librarySectionID": str(section_key)},
+        }
+        return {
+            "NotificationContainer": {
+                "type": "activity",
+                "size": 1,
+                "ActivityNotification": [{"event": event, "uuid": activity_id, "Activity": act}],
+            }
+        }
+
+    # ------------------------------------------------------------------ plex.tv data
+    def connections(self) -> list[dict[str, Any]]:
+        """The server's connections as plex.tv lists them: local first, then remote(s), then relay."""
+        out = []
+        for lst in self.listeners.values():
+            is_local = lst.name == "local"
+            out.append(
+                {
+                    "protocol": "http",
+                    "address": lst.host,
+                    "port": lst.port,
+                    "uri": lst.uri,
+                    "local": is_local,
+                    "relay": lst.name == "relay",
+                    "IPv6": ":" in lst.host,
+                }
+            )
+        return out
+
+    def resources(self) -> list[dict[str, Any]]:
+        created = "2020-01-01T00:00:00Z"
+        server: dict[str, Any] = {
+            "name": self.friendly_name,
+            "product": "Plex Media Server",
+            "productVersion": SERVER_VERSION,
+            "platform": "Linux",
+            "platformVersion": "6.1.0",
+            "device": "PC",
+            "clientIdentifier": self.machine_identifier,
+            "createdAt": created,
+            "lastSeenAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "provides": "server",
+            "ownerId": None,
+            "sourceTitle": None,
+            "publicAddress": "203.0.113.7",
+            "accessToken": self.token,
+            "owned": True,
+            "home": False,
+            "synced": False,
+            "relay": "relay" in self.listeners,
+            "presence": True,
+            "httpsRequired": False,
+            "publicAddressMatches": True,
+            "dnsRebindingProtection": False,
+            "natLoopbackSupported": False,
+            "connections": self.connections(),
+        }
+        player: dict[str, Any] = {
+            "name": "Living Room TV",
+            "product": "Plex for Android (TV)",
+            "productVersion": "10.20.0",
+            "platform": "Android",
+            "platformVersion": "12",
+            "device": "SHIELD Android TV",
+            "clientIdentifier": "fakeplex-player-1",
+            "createdAt": created,
+            "lastSeenAt": created,
+            "provides": "client,player,pubsub-player",
+            "ownerId": None,
+            "sourceTitle": None,
+            "publicAddress": "203.0.113.7",
+            "accessToken": None,
+            "owned": True,
+            "home": False,
+            "synced": False,
+            "relay": False,
+            "presence": False,
+            "httpsRequired": False,
+            "publicAddressMatches": True,
+            "dnsRebindingProtection": False,
+            "natLoopbackSupported": False,
+            "connections": [],
+        }
+        return [server, player]
+
+    def user(self) -> dict[str, Any]:
+        return {
+            "id": 12345678,
+            "uuid": "f4k3p13x0wn3r000",
+            "username": "fakeplex-owner",
+            "title": "Fake Owner",
+            "friendlyName": "Fake Owner",
+            "email": "owner@fakeplex.invalid",
+            "thumb": "https://plex.tv/users/f4k3p13x0wn3r000/avatar?c=1700000000",
+            "locale": None,
+            "emailOnlyAuth": False,
+            "hasPassword": True,
+            "protected": False,
+            "home": False,
+            "twoFactorEnabled": False,
+            "restricted": False,
+            "joinedAt": 1500000000,
+        }
+
+    # ------------------------------------------------------------------ control API
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        return data
+
+    @staticmethod
+    def _ok(data: Any, status: int = 200) -> web.Response:
+        return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+    def _mutate(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except LibraryError as e:
+            raise web.HTTPNotFound(text=str(e)) from None
+        except (TypeError, ValueError) as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "plextv_url": self.plextv_url,
+            "machineIdentifier": self.machine_identifier,
+            "token": self.token,
+            "account_token": self.account_token,
+            "tokens": sorted(self.tokens),
+            "connections": self.connections(),
+            "counts": self.library.counts(),
+            "listeners": {
+                n: {"uri": lst.uri, "state": lst.state, "delay_ms": lst.delay_s * 1000}
+                for n, lst in self.listeners.items()
+            },
+        }
+
+    async def c_info(self, request: web.Request) -> web.Response:
+        return self._ok(self.info())
+
+    async def c_stats(self, request: web.Request) -> web.Response:
+        return self._ok({"requests": dict(self.counters), "total": sum(self.counters.values())})
+
+    async def c_stats_reset(self, request: web.Request) -> web.Response:
+        self.counters.clear()
+        return self._ok({})
+
+    async def c_reset(self, request: web.Request) -> web.Response:
+        self.faults.reset()
+        self.counters.clear()
+        for name, lst in self.listeners.items():
+            if lst.state != "up":
+                await self.set_listener(name, "up")
+        return self._ok({})
+
+    async def c_faults_get(self, request: web.Request) -> web.Response:
+        return self._ok({"seed": self.faults.seed, "rules": [r.to_dict() for r in self.faults.rules]})
+
+    async def c_faults_set(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        rules = self._mutate(lambda: [FaultRule.from_dict(r) for r in body.get("rules", [])])
+        self.faults.configure(rules, body.get("seed"))
+        return self._ok({"rules": len(rules)})
+
+    async def c_faults_add(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        self.faults.add(self._mutate(lambda: FaultRule.from_dict(body)))
+        return self._ok({"rules": len(self.faults.rules)})
+
+    async def c_faults_clear(self, request: web.Request) -> web.Response:
+        self.faults.reset()
+        return self._ok({})
+
+    async def c_item_add(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        rk, events = self._mutate(
+            lambda: self.library.add_item(
+                int(b["section"]),
+                type=b.get("type"),
+                parent=b.get("parent"),
+                index=b.get("index"),
+                fields=b.get("fields"),
+            )
+        )
+        self.publish(events)
+        return self._ok({"ratingKey": str(rk)}, 201)
+
+    async def c_item_get(self, request: web.Request) -> web.Response:
+        rk = self._int(request, "rk")
+        return self._ok(self._mutate(lambda: self.library.render(rk, include_chapters=True)))
+
+    async def c_item_change(self, request: web.Request) -> web.Response:
+        rk = self._int(request, "rk")
+        b = await self._body(request)
+        self.publish(self._mutate(lambda: self.library.change_item(rk, b.get("fields", b))))
+        return self._ok(self.library.render(rk, include_chapters=True))
+
+    async def c_item_delete(self, request: web.Request) -> web.Response:
+        rk = self._int(request, "rk")
+        self.publish(self._mutate(lambda: self.library.delete_item(rk)))
+        return self._ok({})
+
+    async def c_item_move(self, request: web.Request) -> web.Response:
+        rk = self._int(request, "rk")
+        b = await self._body(request)
+        self.publish(self._mutate(lambda: self.library.move_item(rk, int(b["parent"]), b.get("index"))))
+        return self._ok(self.library.render(rk, include_chapters=True))
+
+    async def c_item_media(self, request: web.Request) -> web.Response:
+        rk = self._int(request, "rk")
+        b = await self._body(request)
+        self.publish(self._mutate(lambda: self.library.add_media(rk, file=b.get("file"), size=b.get("size"))))
+        return self._ok(self.library.render(rk, include_chapters=True))
+
+    async def c_item_replace(self, request: web.Request) -> web.Response:
+        rk = self._int(request, "rk")
+        b = await self._body(request)
+        self.publish(
+            self._mutate(
+                lambda: self.library.replace_file(
+                    rk,
+                    media_index=int(b.get("media_index", 0)),
+                    part_index=int(b.get("part_index", 0)),
+                    file=b.get("file"),
+                    size=b.get("size"),
+                )
+            )
+        )
+        return self._ok(self.library.render(rk, include_chapters=True))
+
+    async def c_token_add(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        token = str(b.get("token") or uuid.uuid4().hex)
+        self.tokens.add(token)
+        return self._ok({"token": token}, 201)
+
+    async def c_token_revoke(self, request: web.Request) -> web.Response:
+        self.tokens.discard(request.match_info["token"])
+        for ws in list(self._websockets):
+            await ws.close()
+        return self._ok({})
+
+    async def c_pins(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return self._ok([p.to_json(now) | {"polls": p.polls} for p in self.plextv.pins.values()])
+
+    async def c_pin_approve(self, request: web.Request) -> web.Response:
+        pid = self._int(request, "pin_id")
+        b = await self._body(request)
+        if pid not in self.plextv.pins:
+            raise web.HTTPNotFound(text=f"no pin {pid}")
+        pin = self.plextv.approve(pid, b.get("token"))
+        if pin.auth_token:
+            self.tokens.add(pin.auth_token)
+        return self._ok(pin.to_json(time.time()))
+
+    async def c_pin_expire(self, request: web.Request) -> web.Response:
+        pid = self._int(request, "pin_id")
+        if pid not in self.plextv.pins:
+            raise web.HTTPNotFound(text=f"no pin {pid}")
+        self.plextv.pins[pid].expired = True
+        return self._ok({})
+
+    async def c_pin_auto(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        after = b.get("after_polls")
+        self.plextv.auto_approve_after = int(after) if after is not None else None
+        if "ttl" in b:
+            self.plextv.pin_ttl = int(b["ttl"])
+        return self._ok({"after_polls": self.plextv.auto_approve_after, "ttl": self.plextv.pin_ttl})
+
+    async def c_connection(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.listeners:
+            raise web.HTTPNotFound(text=f"no connection {name}; have {sorted(self.listeners)}")
+        b = await self._body(request)
+        try:
+            lst = await self.set_listener(name, str(b.get("state", "up")), float(b.get("delay_ms", 0)))
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        return self._ok({"name": lst.name, "uri": lst.uri, "state": lst.state})
+
+
+async def run_forever(fp: FakePlex, ready: Callable[[FakePlex], None] | None = None) -> None:
+    """Serve until cancelled (SIGINT/SIGTERM in the CLI)."""
+    async with fp:
+        if ready is not None:
+            ready(fp)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
