@@ -61,7 +61,7 @@ status: install
 	$(PY) -m plexsync.devstack status
 
 demo: install
-	$(PY) -m plexsync.devstack demo
+	$(PY) -m plexsync.devstack.demo $(if $(KEEP),--keep,)
 
 bench: install
 	$(PY) bench/run_all.py

@@ -121,6 +121,17 @@ def cmd_servers_check(args: argparse.Namespace, svc: Services) -> int:
     return 0
 
 
+def cmd_servers_sync(args: argparse.Namespace, svc: Services) -> int:
+    request = scanner_pb2.SyncServerRequest(server_id=args.server_id)
+    reply = svc.call("scanner", svc.scanner.SyncServer, request, timeout=120)
+    if args.json:
+        print_json(reply)
+    else:
+        _print_libraries(list(reply.libraries))
+        print(f"added {reply.added}, updated {reply.updated}, removed {reply.removed}")
+    return 0
+
+
 def cmd_servers_remove(args: argparse.Namespace, svc: Services) -> int:
     svc.call("auth", svc.auth.RemoveServer, auth_pb2.RemoveServerRequest(server_id=args.server_id))
     if args.json:
@@ -199,6 +210,16 @@ def cmd_libraries_set_interval(args: argparse.Namespace, svc: Services) -> int:
 
 def _print_rules(rules: list[Any]) -> None:
     print_table("Path replacements", ["plex path", "local path"], [(r.plex_path, r.local_path) for r in rules])
+
+
+def cmd_libraries_remote(args: argparse.Namespace, svc: Services) -> int:
+    library = common_pb2.Library(id=args.library_id, remote_streaming_enabled=args.state == "on")
+    updated = _update_library(svc, library, ["remote_streaming_enabled"])
+    if args.json:
+        print_json(updated)
+    else:
+        _print_libraries([updated])
+    return 0
 
 
 def cmd_paths_list(args: argparse.Namespace, svc: Services) -> int:
@@ -453,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     discover = command(servers, "discover", cmd_servers_discover, "discover servers through plex.tv")
     discover.add_argument("--gdm", action="store_true", help="also search the local network (GDM)")
     command(servers, "check", cmd_servers_check, "probe connections").add_argument("server_id")
+    command(servers, "sync", cmd_servers_sync, "register the server's libraries").add_argument("server_id")
     command(servers, "remove", cmd_servers_remove, "forget a server").add_argument("server_id")
 
     libraries = sub.add_parser("libraries", help="libraries").add_subparsers(dest="action", required=True)
@@ -462,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     interval = command(libraries, "set-interval", cmd_libraries_set_interval, "set the refresh interval")
     interval.add_argument("library_id")
     interval.add_argument("interval", help="e.g. 30m, 6h, 1d")
+    remote = command(libraries, "remote-streaming", cmd_libraries_remote, "missing local files stream from Plex")
+    remote.add_argument("library_id")
+    remote.add_argument("state", choices=["on", "off"])
 
     paths = sub.add_parser("paths", help="path replacements").add_subparsers(dest="action", required=True)
     command(paths, "list", cmd_paths_list, "list a server's rules").add_argument("server_id")

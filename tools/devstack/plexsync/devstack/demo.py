@@ -1,0 +1,196 @@
+"""`make demo`: the whole product on one machine, end to end, in under two minutes.
+
+Starts the stack with a demo library in fakeplex, logs in through the PIN flow (fakeplex approves it),
+discovers the server, maps Plex paths to a local folder where some files exist, syncs every library
+with live progress, prints a summary, changes a few items in fakeplex and shows that an incremental sync
+fetches only those. Everything the demo does goes through the `plexsync` command a user would type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from plexsync.devstack import infra
+from plexsync.devstack.stack import Stack, StackState
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+DEMO_SIZES = {"movies": 1200, "shows": 24, "seasons": 3, "episodes": 10, "other_videos": 150}
+SEED = 7
+# One in LOCAL_EVERY files exists on "local disk"; the shows library streams the rest from Plex.
+LOCAL_EVERY = 3
+
+
+def fakeplex_args(sizes: dict[str, int]) -> list[str]:
+    return [
+        "--movies", str(sizes["movies"]), "--shows", str(sizes["shows"]), "--seasons", str(sizes["seasons"]),
+        "--episodes", str(sizes["episodes"]), "--other-videos", str(sizes["other_videos"]), "--seed", str(SEED),
+        "--pin-auto-approve-after", "2", "--friendly-name", "Demo Plex",
+    ]  # fmt: skip
+
+
+def expected_library(sizes: dict[str, int]) -> tuple[dict[str, int], list[str]]:
+    """What fakeplex serves, counted by kind, and the Plex paths of every file."""
+    from plexsync.fakeplex.library import Library, LibrarySpec
+
+    spec = LibrarySpec.from_sizes(seed=SEED, **sizes)
+    counts: dict[str, int] = {}
+    files: list[str] = []
+    for item in Library(spec).items():
+        kind = str(item.get("type"))
+        counts[kind] = counts.get(kind, 0) + 1
+        files.extend(
+            part["file"] for media in item.get("Media", []) for part in media.get("Part", []) if "file" in part
+        )
+    return counts, files
+
+
+def make_local_media(root: Path, files: list[str]) -> int:
+    """Create every LOCAL_EVERY-th file under root (as Plex path /data/... maps to root/...)."""
+    shutil.rmtree(root, ignore_errors=True)
+    made = 0
+    for index, plex_path in enumerate(sorted(files)):
+        if index % LOCAL_EVERY:
+            continue
+        local = root / plex_path.removeprefix("/data/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.touch()
+        made += 1
+    return made
+
+
+class Cli:
+    """Runs `plexsync ...` as a user would, showing the command."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+
+    def run(self, *args: str, show: bool = True) -> str:
+        if show:
+            console.print(f"[bold cyan]$ plexsync {' '.join(args)}[/bold cyan]")
+        result = subprocess.run(
+            [sys.executable, "-m", "plexsync.cli", *args], env=self.env, text=True,
+            stdout=None if show else subprocess.PIPE, stderr=None if show else subprocess.PIPE,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"`plexsync {' '.join(args)}` failed (exit {result.returncode}): {result.stderr or ''}")
+        return result.stdout or ""
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json", show=False))
+
+
+def summary(cli: Cli, seconds: float, title: str) -> dict[str, Any]:
+    stats = cli.json("stats")
+    libraries = cli.json("libraries", "list")
+    table = Table(title=f"{title} ({seconds:.1f}s)", title_justify="left")
+    for column in ("library", "kind", "items"):
+        table.add_column(column)
+    for library in libraries:
+        lib_stats = cli.json("stats", "--library", library["id"])
+        table.add_row(library["name"], library.get("kind", "").removeprefix("LIBRARY_KIND_").lower(),
+                      str(lib_stats.get("total", 0)))  # fmt: skip
+    console.print(table)
+    by_state = Table(title="Items by kind and state", title_justify="left")
+    for column in ("kind", "state", "count"):
+        by_state.add_column(column)
+    for row in stats.get("counts", []):
+        by_state.add_row(row["kind"].removeprefix("ITEM_KIND_").lower(),
+                         row["state"].removeprefix("ITEM_STATE_").lower(), str(row.get("count", 0)))  # fmt: skip
+    console.print(by_state)
+    return dict(stats)
+
+
+async def change_some_items(fakeplex_url: str) -> int:
+    """Edit, re-version and delete a few items in fakeplex, as a Plex user would."""
+    from plexsync.fakeplex.control import FakePlexControl
+
+    async with FakePlexControl(fakeplex_url) as control:
+        await control.change(1, title="The Demo Cut")
+        await control.change(2, summary="A new plot, written for the demo.")
+        await control.add_media(3)
+        await control.delete(4)
+        await control.reset_stats()
+    return 4
+
+
+async def plex_requests(fakeplex_url: str) -> dict[str, int]:
+    from plexsync.fakeplex.control import FakePlexControl
+
+    async with FakePlexControl(fakeplex_url) as control:
+        return await control.stats()
+
+
+def run(keep: bool, sizes: dict[str, int]) -> int:
+    started = time.monotonic()
+    stack = Stack()
+    console.rule("[bold]plexsync demo")
+    console.print("Starting PostgreSQL, NATS, fakeplex (a Plex server with a demo library) and the services…")
+    state: StackState = stack.up(fakeplex_args=fakeplex_args(sizes))
+    try:
+        counts, files = expected_library(sizes)
+        media_root = infra.DEV_DIR / "demo-media"
+        made = make_local_media(media_root, files)
+        console.print(f"fakeplex serves {sum(counts.values())} items {counts}; {made} of {len(files)} files "
+                      f"exist locally under {media_root}")  # fmt: skip
+        cli = Cli(state.service_env("cli"))
+        cli.run("login", "--timeout", "60")
+        servers = cli.json("servers", "list")
+        server_id = servers[0]["id"]
+        cli.run("paths", "set", server_id, f"/data={media_root}")
+        cli.run("servers", "sync", server_id)
+        for library in cli.json("libraries", "list"):
+            if library.get("kind") == "LIBRARY_KIND_SHOWS":
+                cli.run("libraries", "remote-streaming", library["id"], "on")
+        sync_started = time.monotonic()
+        cli.run("sync", "--server", server_id, "--wait")
+        summary(cli, time.monotonic() - sync_started, "After the first sync")
+
+        changed = asyncio.run(change_some_items(state.fakeplex_url))
+        console.print(f"\nChanged {changed} items in fakeplex (edit, edit, new version, delete). Incremental sync:")
+        sync_started = time.monotonic()
+        cli.run("sync", "--server", server_id, "--wait")
+        requests = asyncio.run(plex_requests(state.fakeplex_url))
+        metadata = sum(n for path, n in requests.items() if path.startswith("GET /library/metadata/{"))
+        console.print(f"The incremental sync took {time.monotonic() - sync_started:.1f}s and made "
+                      f"{sum(requests.values())} Plex requests, {metadata} of them for full metadata.")  # fmt: skip
+        console.rule("Explore")
+        console.print('  eval "$(.venv/bin/python -m plexsync.devstack env)"   # talk to the running stack')
+        console.print("  .venv/bin/plexsync items search 'orchard'")
+        console.print("  .venv/bin/plexsync items list --state unavailable --limit 10")
+        console.print("  .venv/bin/plexsync jobs list")
+        console.print(f"Demo finished in {time.monotonic() - started:.0f}s.")
+    except Exception as exc:
+        console.print(f"[red]demo failed:[/red] {exc}\nlogs: {stack.log_dir}")
+        keep = False
+        return 1
+    finally:
+        if keep:
+            console.print("The stack keeps running; stop it with `make down`.")
+        else:
+            stack.down()
+            console.print("Stopped everything the demo started (run `make demo KEEP=1` to keep it running).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument("--movies", type=int, default=DEMO_SIZES["movies"])
+    args = parser.parse_args(argv)
+    sizes = {**DEMO_SIZES, "movies": args.movies}
+    return run(args.keep, sizes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
