@@ -1,5 +1,6 @@
 """OpenTelemetry for every service, configured only by the standard OTEL_* environment variables.
 
+Batching and export intervals follow OTEL_BSP_SCHEDULE_DELAY, OTEL_METRIC_EXPORT_INTERVAL and friends.
 Traces, metrics and logs go over OTLP (gRPC or HTTP/protobuf, per OTEL_EXPORTER_OTLP_PROTOCOL) when
 OTEL_EXPORTER_OTLP_ENDPOINT (or a per-signal endpoint) is set. Without an endpoint nothing is exported,
 but a tracer provider still runs so trace ids propagate across services and appear in the JSON logs.
@@ -110,10 +111,10 @@ def setup_telemetry(service_name: str) -> Telemetry:
     logger_provider: Any = None
     exporting = False
     if _endpoint("TRACES"):
-        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(), schedule_delay_millis=1000))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter()))
         exporting = True
     if _endpoint("METRICS"):
-        readers.append(PeriodicExportingMetricReader(_metric_exporter(), export_interval_millis=10_000))
+        readers.append(PeriodicExportingMetricReader(_metric_exporter()))
     if _endpoint("LOGS"):
         from opentelemetry._logs import set_logger_provider
         from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
