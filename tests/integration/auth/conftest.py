@@ -44,8 +44,14 @@ class FakePlexProcess:
 
     @property
     def control_url(self) -> str:
-        """plex.tv and the control API are reached on ``extra1`` so local/remote/relay can be taken down."""
-        return self.listeners["extra1"]
+        """plex.tv and the control API, on a listener that is not a server connection (``--control-listen``), so
+        every connection - local, remote, https, relay - can be taken down."""
+        return str(self.info["control_url"])
+
+    @property
+    def ca_file(self) -> str:
+        """The CA that signed the ``https`` connection's ``*.<hash>.plex.direct`` certificate."""
+        return str(self.info["tls_ca_file"])
 
     @property
     def machine_identifier(self) -> str:
@@ -61,7 +67,8 @@ def start_fakeplex(directory: Path, *, seed: int, account_token: str | None = No
     token = f"srvtok-{secrets.token_urlsafe(16)}"
     account = account_token or f"acctok-{secrets.token_urlsafe(16)}"
     args = ["-m", "plexsync.fakeplex", "--host", "127.0.0.1", "--port", "0", "--token", token]
-    args += ["--account-token", account, "--ready-file", str(ready), "--extra-listen", "127.0.0.1:0"]
+    args += ["--account-token", account, "--ready-file", str(ready)]
+    args += ["--control-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]
     args += ["--movies", "2", "--shows", "0", "--other-videos", "0", "--seed", str(seed)]
     args += ["--friendly-name", f"FakePlex {seed}"]
     child = spawn("fakeplex", args, {}, directory / f"fakeplex-{seed}.log")
@@ -137,9 +144,26 @@ def auth_env(fp: FakePlexProcess, keys: str, gdm_port: int = 9, **extra: str) ->
         "PLEXSYNC_GDM_ADDRESSES": "127.0.0.1",
         "PLEXSYNC_GDM_PORT": str(gdm_port),
         "PLEXSYNC_GDM_TIMEOUT_SECONDS": "0.4",
+        "PLEXSYNC_PLEX_CA_BUNDLE": fp.ca_file,
     }
     env.update(extra)
     return env
+
+
+CLIENT_HEADERS = ("X-Plex-Product", "X-Plex-Version", "X-Plex-Client-Identifier", "X-Plex-Platform", "X-Plex-Device")
+
+
+def assert_client_headers(requests: list[dict[str, Any]]) -> None:
+    """Every request fakeplex recorded carries the X-Plex-* client headers, and no URL carries a token."""
+    assert requests, "fakeplex recorded no requests"
+    for entry in requests:
+        where = f"{entry['method']} {entry['template']} on {entry['listener']}"
+        headers = {name.lower(): value for name, value in entry["headers"].items()}
+        for name in CLIENT_HEADERS:
+            assert headers.get(name.lower()), f"{where} lacks {name}"
+        assert headers["x-plex-client-identifier"].startswith("plexsync-"), where
+        assert not entry["token_in_query"], f"{where} carried X-Plex-Token in its URL"
+        assert not any(key.lower() == "x-plex-token" for key in entry["query"]), where
 
 
 def key_spec(*pairs: tuple[str, str]) -> str:

@@ -1,6 +1,6 @@
 """Auth as a real process against fakeplex as a real process: PIN login, discovery (plex.tv + GDM), connection
-choice and failover, credentials and who may read them, 401 handling, vanished servers, and no token in any log
-line or event."""
+choice and failover (local -> remote HTTPS -> remote HTTP -> relay -> nothing), credentials and who may read them,
+401 handling, vanished servers, the X-Plex-* headers on every request, and no token in any URL, log line or event."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from tests.integration.auth.conftest import (
     EventLog,
     FakePlexProcess,
     GdmResponder,
+    assert_client_headers,
     auth_env,
     key_spec,
-    start_fakeplex,
 )
 from tests.support.otlp import OtlpReceiver, otlp_receiver
 from tests.support.stack import ServiceStack
@@ -127,6 +127,10 @@ async def test_pin_approved_logs_in_and_discovers(
     assert kinds[listeners["local"]] == auth_pb2.CONNECTION_KIND_LOCAL
     assert kinds[listeners["remote"]] == auth_pb2.CONNECTION_KIND_REMOTE
     assert kinds[listeners["relay"]] == auth_pb2.CONNECTION_KIND_RELAY
+    assert kinds[listeners["https"]] == auth_pb2.CONNECTION_KIND_REMOTE
+    protocols = {c.uri: c.protocol for c in server.connections}
+    assert protocols[listeners["https"]] == "https" and protocols[listeners["remote"]] == "http"
+    assert fakeplex.control_url not in kinds, "plex.tv's own address is not a server connection"
     player_ids = {s.machine_identifier for s in reply.servers}
     assert "fakeplex-player-1" not in player_ids, "only resources that provide 'server'"
 
@@ -220,8 +224,9 @@ async def test_check_server_prefers_local_and_announces_online(
     assert reply.chosen.uri == fakeplex.local_url
     assert reply.chosen.kind == auth_pb2.CONNECTION_KIND_LOCAL
     assert reply.chosen.reachable and reply.chosen.latency.ToNanoseconds() > 0
-    assert len(reply.probes) == len(fakeplex.listeners)
-    assert all(p.reachable for p in reply.probes)
+    listeners = fakeplex.listeners
+    assert [p.uri for p in reply.probes] == [listeners[n] for n in ("local", "https", "remote", "relay")], "ranked"
+    assert all(p.reachable for p in reply.probes), "the HTTPS connection is trusted through PLEXSYNC_PLEX_CA_BUNDLE"
     assert reply.server.status == auth_pb2.SERVER_STATUS_ONLINE
     assert reply.server.preferred_uri == fakeplex.local_url
     msg = await server_events.wait_for(f"server.{server_id}.online")
@@ -253,31 +258,59 @@ async def test_credentials_only_for_the_scanner(
     assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_failover_when_the_preferred_connection_goes_down(
+async def test_failover_local_then_https_then_http_then_relay_then_nothing(
     cli: auth_pb2_grpc.AuthServiceStub,
     scanner: auth_pb2_grpc.AuthServiceStub,
     fakeplex: FakePlexProcess,
     server_id: str,
+    server_events: EventLog,
 ) -> None:
+    listeners = fakeplex.listeners
+    remote, relay = auth_pb2.CONNECTION_KIND_REMOTE, auth_pb2.CONNECTION_KIND_RELAY
+    preference = [
+        ("local", auth_pb2.CONNECTION_KIND_LOCAL),
+        ("https", remote),  # remote over HTTPS beats remote over plain HTTP
+        ("remote", remote),
+        ("relay", relay),
+    ]
     await cli.CheckServer(auth_pb2.CheckServerRequest(server_id=server_id))
+    # plex.tv and the control API live on fakeplex's control listener, so every connection can go down.
     async with fakeplex.control() as control:
         try:
-            await control.set_connection("local", "down")
-            creds = await scanner.GetServerCredentials(auth_pb2.GetServerCredentialsRequest(server_id=server_id))
-            assert creds.base_url != fakeplex.local_url, "the remembered connection failed: choose again"
-            assert creds.connection_kind == auth_pb2.CONNECTION_KIND_REMOTE
-            server = (await cli.GetServer(auth_pb2.GetServerRequest(server_id=server_id))).server
-            assert server.preferred_uri == creds.base_url
-            local = next(c for c in server.connections if c.uri == fakeplex.local_url)
-            assert not local.reachable and local.last_error
+            for name, kind in preference:
+                creds = await scanner.GetServerCredentials(auth_pb2.GetServerCredentialsRequest(server_id=server_id))
+                assert (creds.base_url, creds.connection_kind) == (listeners[name], kind), f"{name} is the best left"
+                server = (await cli.GetServer(auth_pb2.GetServerRequest(server_id=server_id))).server
+                assert server.preferred_uri == listeners[name]
+                assert server.status == auth_pb2.SERVER_STATUS_ONLINE
+                await control.set_connection(name, "down")
+            down = next(c for c in server.connections if c.uri == listeners["remote"])
+            assert not down.reachable and "connection refused" in down.last_error
 
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await scanner.GetServerCredentials(auth_pb2.GetServerCredentialsRequest(server_id=server_id))
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            details = info.value.details() or ""
+            assert "unreachable on all 4 known connection(s)" in details and "check that Plex is running" in details
+            assert all(listeners[name] in details for name, _ in preference)
+            assert fakeplex.token not in details
+            check = await cli.CheckServer(auth_pb2.CheckServerRequest(server_id=server_id))
+            assert not check.HasField("chosen") and check.server.status == auth_pb2.SERVER_STATUS_OFFLINE
+            assert all(not p.reachable and p.last_error for p in check.probes)
+            msg = await server_events.wait_for(f"server.{server_id}.offline")
+            assert listeners["relay"] in events_pb2.ServerEvent.FromString(msg.data).offline.error
+
+            for name in ("https", "remote", "relay"):
+                await control.set_connection(name, "up")
             await control.set_connection("local", "slow", delay_ms=2500)
             check = await cli.CheckServer(auth_pb2.CheckServerRequest(server_id=server_id))
-            assert check.chosen.kind == auth_pb2.CONNECTION_KIND_REMOTE, "a probe slower than the timeout loses"
-            slow = next(p for p in check.probes if p.uri == fakeplex.local_url)
+            assert check.chosen.uri == listeners["https"], "a local probe slower than the timeout loses"
+            assert check.server.status == auth_pb2.SERVER_STATUS_ONLINE, "back online"
+            slow = next(p for p in check.probes if p.uri == listeners["local"])
             assert not slow.reachable and "did not answer within" in slow.last_error
         finally:
-            await control.set_connection("local", "up")
+            for name, _ in preference:
+                await control.set_connection(name, "up")
     creds = await scanner.GetServerCredentials(auth_pb2.GetServerCredentialsRequest(server_id=server_id, recheck=True))
     assert creds.base_url == fakeplex.local_url, "recheck goes back to the preferred local connection"
 
@@ -336,39 +369,27 @@ async def test_unknown_and_malformed_ids(
 
 
 async def test_servers_plex_tv_no_longer_lists_are_vanished_not_deleted(
-    auth: ServiceStack,
-    cli: auth_pb2_grpc.AuthServiceStub,
-    fakeplex: FakePlexProcess,
-    server_id: str,
-    gdm_responder: GdmResponder,
-    primary_key: tuple[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    cli: auth_pb2_grpc.AuthServiceStub, fakeplex: FakePlexProcess, server_id: str
 ) -> None:
-    # Another plex.tv (same account, a different server): the first server disappears from the account.
-    other = start_fakeplex(tmp_path_factory.mktemp("fakeplex-b"), seed=8, account_token=fakeplex.account_token)
-    try:
-        restart(auth, auth_env(other, key_spec(primary_key), gdm_responder.port))
-        reply = await cli.DiscoverServers(auth_pb2.DiscoverServersRequest())
-        assert (reply.added, reply.vanished) == (1, 1)
-        statuses = {s.machine_identifier: s.status for s in reply.servers}
-        assert statuses[fakeplex.machine_identifier] == auth_pb2.SERVER_STATUS_VANISHED
-        kept = (await cli.GetServer(auth_pb2.GetServerRequest(server_id=server_id))).server
-        assert kept.status == auth_pb2.SERVER_STATUS_VANISHED
-        again = await cli.DiscoverServers(auth_pb2.DiscoverServersRequest())
-        assert again.vanished == 0, "already vanished"
-    finally:
-        restart(auth, auth_env(fakeplex, key_spec(primary_key), gdm_responder.port))
-        other.child.stop(timeout=5)
+    async with fakeplex.control() as control:
+        await control.set_listed(False)  # the server disappears from the account's plex.tv resources
+        try:
+            reply = await cli.DiscoverServers(auth_pb2.DiscoverServersRequest())
+            assert (reply.added, reply.updated, reply.vanished) == (0, 0, 1)
+            statuses = {s.machine_identifier: s.status for s in reply.servers}
+            assert statuses[fakeplex.machine_identifier] == auth_pb2.SERVER_STATUS_VANISHED
+            kept = (await cli.GetServer(auth_pb2.GetServerRequest(server_id=server_id))).server
+            assert kept.status == auth_pb2.SERVER_STATUS_VANISHED and kept.connections, "kept, not deleted"
+            check = await cli.CheckServer(auth_pb2.CheckServerRequest(server_id=server_id))
+            assert check.server.status == auth_pb2.SERVER_STATUS_VANISHED, "only discovery brings it back"
+            again = await cli.DiscoverServers(auth_pb2.DiscoverServersRequest())
+            assert again.vanished == 0, "already vanished"
+        finally:
+            await control.set_listed(True)
     back = await cli.DiscoverServers(auth_pb2.DiscoverServersRequest())
+    assert (back.added, back.vanished) == (0, 0)
     statuses = {s.machine_identifier: s.status for s in back.servers}
     assert statuses[fakeplex.machine_identifier] != auth_pb2.SERVER_STATUS_VANISHED, "listed again: back"
-
-
-def restart(stack: ServiceStack, env: dict[str, str]) -> None:
-    for child in [c for c in stack.children if c.name == "auth"]:
-        child.stop()
-        stack.children.remove(child)
-    stack.start("auth", **env)
 
 
 async def test_no_token_in_logs_or_events(
@@ -415,3 +436,25 @@ async def test_no_token_in_logs_or_events(
         exported = b"".join(otlp.raw)
     for secret in secrets_to_find:
         assert secret.encode() not in exported, "a token reached an exported span or log record"
+
+
+async def test_every_request_carries_the_client_headers_and_no_url_a_token(fakeplex: FakePlexProcess) -> None:
+    """Everything this module made auth send to plex.tv and to the server, as fakeplex received it."""
+    async with fakeplex.control() as control:
+        requests = await control.requests()
+    assert_client_headers(requests)
+    templates = {(r["method"], r["template"]) for r in requests}
+    assert {
+        ("POST", "/api/v2/pins"),
+        ("GET", "/api/v2/pins/{pin_id}"),
+        ("GET", "/api/v2/user"),
+        ("GET", "/api/v2/resources"),
+        ("GET", "/identity"),
+        ("GET", "/"),
+    } <= templates
+    assert {r["listener"] for r in requests} == {"control", "local", "https", "remote", "relay"}
+    for entry in requests:
+        needs_token = entry["template"] in ("/", "/api/v2/user", "/api/v2/resources")
+        assert entry["token_in_header"] == needs_token, f"{entry['method']} {entry['template']}"
+        if entry["template"] == "/api/v2/resources":
+            assert entry["query"] == {"includeHttps": "1", "includeRelay": "1"}

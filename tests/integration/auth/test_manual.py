@@ -16,6 +16,7 @@ from tests.integration.auth.conftest import (
     EventLog,
     FakePlexProcess,
     GdmResponder,
+    assert_client_headers,
     auth_env,
     key_spec,
     start_fakeplex,
@@ -215,3 +216,13 @@ async def test_re_adding_with_a_new_token_after_revocation(
             assert creds.token == fresh
         finally:
             await control.add_token(fakeplex.token)
+
+
+async def test_add_server_requests_carry_the_client_headers(fakeplex: FakePlexProcess) -> None:
+    """AddServer's checks as fakeplex received them: /identity without a token, / with it in the header only."""
+    async with fakeplex.control() as control:
+        requests = await control.requests()
+    assert_client_headers(requests)
+    by_template = {(r["template"], r["token_in_header"]) for r in requests}
+    assert {("/identity", False), ("/", True)} <= by_template
+    assert all(r["template"] != "/identity" or not r["token_in_header"] for r in requests)

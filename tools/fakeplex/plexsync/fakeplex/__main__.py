@@ -32,11 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-host", default="127.0.0.2", help="'remote' connection host ('' to disable)")
     p.add_argument("--relay-listen", default="127.0.0.1:0", help="'relay' connection host:port ('' disables)")
     p.add_argument("--extra-listen", action="append", default=[], help="additional host:port listener")
+    p.add_argument(
+        "--control-listen",
+        default=None,
+        help="host:port serving plex.tv and the control API that is not one of the server's connections",
+    )
+    p.add_argument(
+        "--tls-listen",
+        default=None,
+        help="host:port of an 'https' connection (listed as remote) with a generated *.<hash>.plex.direct cert",
+    )
+    p.add_argument("--tls-ca-file", default=None, help="where to write the CA certificate clients should trust")
+    p.add_argument("--request-log-size", type=int, default=2000, help="requests kept for GET /__fakeplex/requests")
     p.add_argument("--friendly-name", default="FakePlex")
     p.add_argument("--pin-auto-approve-after", type=int, default=None, help="approve PINs on the Nth poll")
     p.add_argument("--pin-ttl", type=int, default=1800, help="PIN lifetime in seconds")
     p.add_argument("--fault-seed", type=int, default=0)
-    p.add_argument("--ready-file", default=None, help="written (JSON: url, token, connections) once listening")
+    p.add_argument(
+        "--ready-file",
+        default=None,
+        help="written once listening (JSON: url, control_url, token, connections, tls_ca_file, ...)",
+    )
     return p
 
 
@@ -67,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         pin_ttl=args.pin_ttl,
         pin_auto_approve_after=args.pin_auto_approve_after,
         fault_seed=args.fault_seed,
+        control_listen=args.control_listen or None,
+        tls_listen=args.tls_listen or None,
+        tls_ca_file=args.tls_ca_file or None,
+        request_log_size=args.request_log_size,
     )
 
     def ready(server: FakePlex) -> None:

@@ -47,7 +47,7 @@ class FakePlexControl:
         await self._call("POST", "/stats/reset")
 
     async def reset(self) -> None:
-        """Clear faults and counters and bring every connection back up."""
+        """Clear faults, counters and the request log, list the server again and bring every connection up."""
         await self._call("POST", "/reset")
 
     # library mutations
@@ -149,10 +149,36 @@ class FakePlexControl:
     async def clear_faults(self) -> None:
         await self._call("DELETE", "/faults")
 
+    async def set_listed(self, listed: bool) -> None:
+        """Put the server in (True) or take it out of (False) plex.tv's ``/api/v2/resources`` list."""
+        await self._call("POST", "/resources/hidden", {"hidden": not listed})
+
+    # what fakeplex received
+    async def requests(self, limit: int | None = None, *, path_prefix: str = "") -> list[dict[str, Any]]:
+        """The last ``limit`` Plex/plex.tv requests (oldest first; control calls are not recorded).
+
+        Each: ``time``, ``listener`` (``local``, ``remote``, ``relay``, ``https``, ``control``...), ``method``,
+        ``template`` (route, e.g. ``/library/metadata/{ids}``), ``path``, ``query`` (``X-Plex-Token`` values
+        replaced), ``headers`` (as sent, minus X-Plex-Token, Authorization, Proxy-Authorization, Cookie),
+        ``token_in_header`` and ``token_in_query``. The log is bounded (``--request-log-size``)."""
+        params: dict[str, Any] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if path_prefix:
+            params["path_prefix"] = path_prefix
+        resp = await self._client.get("/requests", params=params)
+        if resp.status_code >= 400:
+            raise FakePlexControlError(resp.status_code, resp.text)
+        return list(resp.json()["requests"])
+
+    async def clear_requests(self) -> None:
+        await self._call("DELETE", "/requests")
+
     async def set_connection(
         self, name: str, state: Literal["up", "down", "slow"], *, delay_ms: float = 0.0
     ) -> dict[str, Any]:
-        """``name`` is ``local``, ``remote``, ``relay`` or ``extraN``; don't take down the one you control."""
+        """``name`` is ``local``, ``remote``, ``relay``, ``https`` or ``extraN``. Control through the ``control``
+        listener (``--control-listen``; info's ``control_url``) to take every connection down."""
         return dict(await self._call("POST", f"/connections/{name}", {"state": state, "delay_ms": delay_ms}))
 
 

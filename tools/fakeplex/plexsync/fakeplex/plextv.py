@@ -109,6 +109,10 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return _json({"errors": [{"code": code, "message": message, "status": status}]}, status)
 
 
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true")
+
+
 def client_identifier(request: web.Request) -> str | None:
     return request.headers.get("X-Plex-Client-Identifier") or request.query.get("X-Plex-Client-Identifier")
 
@@ -120,7 +124,7 @@ class PlexTvHandlers:
         self,
         state: PlexTvState,
         token_ok: Callable[[web.Request], bool],
-        resources: Callable[[], list[dict[str, Any]]],
+        resources: Callable[[bool, bool], list[dict[str, Any]]],
         user: Callable[[], dict[str, Any]],
     ) -> None:
         self.state = state
@@ -159,7 +163,8 @@ class PlexTvHandlers:
     async def resources(self, request: web.Request) -> web.Response:
         if not self._token_ok(request):
             return _error(401, 1001, "User could not be authenticated")
-        return _json(self._resources())
+        q = request.query
+        return _json(self._resources(_flag(q.get("includeHttps")), _flag(q.get("includeRelay"))))
 
     async def user(self, request: web.Request) -> web.Response:
         if not self._token_ok(request):

@@ -1,9 +1,12 @@
 """The fake Plex Media Server + plex.tv HTTP server (aiohttp), with its control API and websockets.
 
 Listeners: ``local`` (the main host:port), ``remote`` (by default 127.0.0.2 on the same port — every
-127/8 address answers on Linux loopback), ``relay`` (127.0.0.1 on its own port) and any number of
-``extraN``. All serve the same app; each can be taken down or slowed through the control API, which
-is how tests exercise connection choice.
+127/8 address answers on Linux loopback), ``relay`` (127.0.0.1 on its own port), ``https`` (a TLS
+listener with a generated ``*.<hash>.plex.direct`` certificate, listed as a remote HTTPS connection)
+and any number of ``extraN``. All serve the same app; each can be taken down or slowed through the
+control API, which is how tests exercise connection choice. An optional ``control`` listener serves
+the same app (plex.tv and the control API included) but is not one of the server's connections, so
+every connection can be taken down while tests still reach plex.tv and the control API.
 """
 
 from __future__ import annotations
@@ -11,24 +14,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import shutil
 import socket
+import ssl
+import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDictProxy
 from plexsync.fakeplex import render
 from plexsync.fakeplex.faults import FaultInjector, FaultRule
 from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec
 from plexsync.fakeplex.plextv import PlexTvHandlers, PlexTvState
+from plexsync.fakeplex.tls import TlsMaterial, generate
+from yarl import URL
 
 DEFAULT_TOKEN = "fakeplex-token"
 SERVER_VERSION = "1.41.3.9314-a0bfb8370"
 CONTROL_PREFIX = "/__fakeplex"
+CONTROL_LISTENER = "control"
+# Never shown by the request log: the token headers (and anything else that carries credentials).
+SECRET_HEADERS = frozenset({"x-plex-token", "authorization", "proxy-authorization", "cookie"})
+REDACTED = "<redacted>"
 _UNAUTHORIZED = b"<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>"
 _PAGING_HEADERS = ("X-Plex-Container-Start", "X-Plex-Container-Size")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,10 +58,15 @@ class Listener:
     site: web.SockSite | None = None
     state: str = "up"
     delay_s: float = 0.0
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def protocol(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
 
     @property
     def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.protocol}://{self.host}:{self.port}"
 
 
 @dataclass(slots=True)
@@ -73,6 +92,16 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.lower() in ("1", "true", "yes")
 
 
+def _host_port(spec: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    return host or default_host, int(port or 0)
+
+
+# (time, listener, method, route template, raw path + query, headers): recorded as-is, cheap to append;
+# parsed and stripped of tokens only when someone reads the log.
+_LogEntry = tuple[float, str, str, str, str, "CIMultiDictProxy[str]"]
+
+
 class FakePlex:
     """A Plex Media Server + plex.tv emulator. ``async with FakePlex() as fp: fp.url``."""
 
@@ -94,6 +123,11 @@ class FakePlex:
         pin_ttl: int = 1800,
         pin_auto_approve_after: int | None = None,
         fault_seed: int = 0,
+        control_listen: str | None = None,
+        tls_listen: str | None = None,
+        tls_dir: str | Path | None = None,
+        tls_ca_file: str | Path | None = None,
+        request_log_size: int = 2000,
     ) -> None:
         self.host = host
         self.port = port
@@ -112,7 +146,18 @@ class FakePlex:
         self._remote_host = remote
         self._relay = relay
         self._extra = list(extra_listen)
+        self._control_listen = control_listen
+        self._tls_listen = tls_listen
+        self._tls_dir = Path(tls_dir) if tls_dir is not None else None
+        self._tls_ca_file = Path(tls_ca_file) if tls_ca_file is not None else None
+        self._tls_tmp: Path | None = None
+        self.tls: TlsMaterial | None = None
+        self.plex_direct_hash = hashlib.sha1(f"plex.direct/{self.machine_identifier}".encode()).hexdigest()[:32]
+        self.listed = True  # whether plex.tv's resources list this server
+        self.request_log: deque[_LogEntry] = deque(maxlen=max(1, request_log_size))
+        self.requests_seen = 0
         self.listeners: dict[str, Listener] = {}
+        self.control_listener: Listener | None = None
         self._by_sock: dict[tuple[str, int], Listener] = {}
         self._runner: web.AppRunner | None = None
         self._cache: dict[tuple[Any, ...], _Cached] = {}
@@ -126,9 +171,14 @@ class FakePlex:
         return self.listeners["local"].uri
 
     @property
+    def control_url(self) -> str:
+        """Where plex.tv and the control API are reached: the control listener, else the main one."""
+        return self.control_listener.uri if self.control_listener is not None else self.url
+
+    @property
     def plextv_url(self) -> str:
-        """plex.tv is served on the same listener as the server itself."""
-        return self.url
+        """plex.tv is served on every listener; use the control one (never a server connection) when there is one."""
+        return self.control_url
 
     async def __aenter__(self) -> FakePlex:
         await self.start()
@@ -150,20 +200,34 @@ class FakePlex:
         if self._relay:
             rhost, _, rport = self._relay.rpartition(":")
             await self._listen("relay", rhost or "127.0.0.1", int(rport or 0))
+        if self._tls_listen:
+            thost, tport = _host_port(self._tls_listen)
+            directory = self._tls_dir
+            if directory is None:
+                directory = self._tls_tmp = Path(tempfile.mkdtemp(prefix="fakeplex-tls-"))
+            self.tls = generate(
+                directory, plex_direct_hash=self.plex_direct_hash, hosts=[thost], ca_file=self._tls_ca_file
+            )
+            await self._listen("https", thost, tport, self.tls.server_context())
         for n, spec in enumerate(self._extra, start=1):
-            ehost, _, eport = spec.rpartition(":")
-            await self._listen(f"extra{n}", ehost or "127.0.0.1", int(eport or 0))
+            await self._listen(f"extra{n}", *_host_port(spec))
+        if self._control_listen:
+            await self._listen(CONTROL_LISTENER, *_host_port(self._control_listen))
 
-    async def _listen(self, name: str, host: str, port: int) -> Listener:
+    async def _listen(self, name: str, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Listener:
         assert self._runner is not None
         sock = _bind(host, port)
         bound_port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock)
+        site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
         await site.start()
-        listener = self.listeners.get(name) or Listener(name, host, bound_port)
+        if name == CONTROL_LISTENER:
+            listener = self.control_listener or Listener(name, host, bound_port, ssl_context=ssl_context)
+            self.control_listener = listener
+        else:
+            listener = self.listeners.get(name) or Listener(name, host, bound_port, ssl_context=ssl_context)
+            self.listeners[name] = listener
         listener.port = bound_port
         listener.site = site
-        self.listeners[name] = listener
         self._by_sock[(host, bound_port)] = listener
         return listener
 
@@ -173,6 +237,9 @@ class FakePlex:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._tls_tmp is not None:
+            shutil.rmtree(self._tls_tmp, ignore_errors=True)
+            self._tls_tmp = None
 
     async def set_listener(self, name: str, state: str, delay_ms: float = 0.0) -> Listener:
         """Take a connection ``down`` (refuse + cut), make it ``slow`` (delay each answer) or ``up``."""
@@ -183,7 +250,7 @@ class FakePlex:
             await listener.site.stop()
             listener.site = None
         if state != "down" and listener.site is None:
-            await self._listen(name, listener.host, listener.port)
+            await self._listen(name, listener.host, listener.port, listener.ssl_context)
         listener.state = state
         listener.delay_s = delay_ms / 1000.0 if state == "slow" else 0.0
         return listener
@@ -208,7 +275,12 @@ class FakePlex:
             web.get("/:/websockets/notifications", self.h_websocket),
             web.get("/:/websocket/notifications", self.h_websocket),
         ]
-        plextv = PlexTvHandlers(self.plextv, self._token_ok, self.resources, self.user)
+        plextv = PlexTvHandlers(
+            self.plextv,
+            self._token_ok,
+            lambda https, relay: self.resources(include_https=https, include_relay=relay),
+            self.user,
+        )
         control = [
             web.get(CONTROL_PREFIX + "/info", self.c_info),
             web.get(CONTROL_PREFIX + "/stats", self.c_stats),
@@ -232,6 +304,9 @@ class FakePlex:
             web.post(CONTROL_PREFIX + "/pins/{pin_id}/expire", self.c_pin_expire),
             web.get(CONTROL_PREFIX + "/pins", self.c_pins),
             web.post(CONTROL_PREFIX + "/connections/{name}", self.c_connection),
+            web.post(CONTROL_PREFIX + "/resources/hidden", self.c_resources_hidden),
+            web.get(CONTROL_PREFIX + "/requests", self.c_requests),
+            web.delete(CONTROL_PREFIX + "/requests", self.c_requests_clear),
         ]
         app.add_routes(pms + plextv.routes() + control)
         return app
@@ -246,17 +321,23 @@ class FakePlex:
         if path.startswith(CONTROL_PREFIX):
             return await handler(request)
         transport = request.transport
+        listener_name = "local"
         if transport is not None and len(self._by_sock) > 1:
             sockname = transport.get_extra_info("sockname")
             listener = self._by_sock.get((sockname[0], sockname[1])) if sockname else None
-            if listener is not None and listener.state != "up":
-                if listener.state == "down":
-                    transport.abort()
-                    raise asyncio.CancelledError
-                await asyncio.sleep(listener.delay_s)
+            if listener is not None:
+                listener_name = listener.name
+                if listener.state != "up":
+                    if listener.state == "down":
+                        transport.abort()
+                        raise asyncio.CancelledError
+                    await asyncio.sleep(listener.delay_s)
         resource = request.match_info.route.resource
         template = resource.canonical if resource is not None else "<unmatched>"
-        self.counters[f"{request.method} {template}"] += 1
+        method = request.method
+        self.counters[f"{method} {template}"] += 1
+        self.requests_seen += 1
+        self.request_log.append((time.time(), listener_name, method, template, request.raw_path, request.headers))
         decision = self.faults.decide(path)
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
@@ -712,25 +793,32 @@ class FakePlex:
         }
 
     # ------------------------------------------------------------------ plex.tv data
-    def connections(self) -> list[dict[str, Any]]:
-        """The server's connections as plex.tv lists them: local first, then remote(s), then relay."""
+    def connections(self, *, include_https: bool = True, include_relay: bool = True) -> list[dict[str, Any]]:
+        """The server's connections as plex.tv lists them (the control listener is not one of them).
+
+        Like plex.tv, HTTPS connections come only with ``includeHttps=1`` and the relay only with
+        ``includeRelay=1``."""
         out = []
         for lst in self.listeners.values():
-            is_local = lst.name == "local"
+            https = lst.ssl_context is not None
+            relay = lst.name == "relay"
+            if (https and not include_https) or (relay and not include_relay):
+                continue
             out.append(
                 {
-                    "protocol": "http",
+                    "protocol": lst.protocol,
                     "address": lst.host,
                     "port": lst.port,
                     "uri": lst.uri,
-                    "local": is_local,
-                    "relay": lst.name == "relay",
+                    "local": lst.name == "local",
+                    "relay": relay,
                     "IPv6": ":" in lst.host,
                 }
             )
         return out
 
-    def resources(self) -> list[dict[str, Any]]:
+    def resources(self, *, include_https: bool = True, include_relay: bool = True) -> list[dict[str, Any]]:
+        """plex.tv's device list: this server (unless hidden with ``listed = False``) and a player."""
         created = "2020-01-01T00:00:00Z"
         server: dict[str, Any] = {
             "name": self.friendly_name,
@@ -756,7 +844,7 @@ class FakePlex:
             "publicAddressMatches": True,
             "dnsRebindingProtection": False,
             "natLoopbackSupported": False,
-            "connections": self.connections(),
+            "connections": self.connections(include_https=include_https, include_relay=include_relay),
         }
         player: dict[str, Any] = {
             "name": "Living Room TV",
@@ -784,7 +872,7 @@ class FakePlex:
             "natLoopbackSupported": False,
             "connections": [],
         }
-        return [server, player]
+        return [server, player] if self.listed else [player]
 
     def user(self) -> dict[str, Any]:
         return {
@@ -832,7 +920,11 @@ class FakePlex:
     def info(self) -> dict[str, Any]:
         return {
             "url": self.url,
+            "control_url": self.control_url,
             "plextv_url": self.plextv_url,
+            "tls_ca_file": str(self.tls.ca_file) if self.tls is not None else None,
+            "plex_direct_domain": self.tls.plex_direct_domain if self.tls is not None else None,
+            "listed": self.listed,
             "machineIdentifier": self.machine_identifier,
             "token": self.token,
             "account_token": self.account_token,
@@ -858,6 +950,8 @@ class FakePlex:
     async def c_reset(self, request: web.Request) -> web.Response:
         self.faults.reset()
         self.counters.clear()
+        self.request_log.clear()
+        self.listed = True
         for name, lst in self.listeners.items():
             if lst.state != "up":
                 await self.set_listener(name, "up")
@@ -989,6 +1083,53 @@ class FakePlex:
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
         return self._ok({"name": lst.name, "uri": lst.uri, "state": lst.state})
+
+    async def c_resources_hidden(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        hidden = b.get("hidden", True)
+        if not isinstance(hidden, bool):
+            raise web.HTTPBadRequest(text="hidden must be true or false")
+        self.listed = not hidden
+        return self._ok({"hidden": hidden})
+
+    def received(self, limit: int | None = None, path_prefix: str = "") -> list[dict[str, Any]]:
+        """The last ``limit`` requests (oldest first) with their headers, minus every token."""
+        entries = list(self.request_log)
+        if path_prefix:
+            entries = [e for e in entries if URL(e[4]).path.startswith(path_prefix)]
+        if limit is not None:
+            entries = entries[-limit:] if limit > 0 else []
+        out = []
+        for ts, listener, method, template, raw_path, headers in entries:
+            url = URL(raw_path)
+            token_in_query = any(k.lower() == "x-plex-token" for k in url.query)
+            out.append(
+                {
+                    "time": ts,
+                    "listener": listener,
+                    "method": method,
+                    "template": template,
+                    "path": url.path,
+                    "query": {k: (REDACTED if k.lower() == "x-plex-token" else v) for k, v in url.query.items()},
+                    "headers": {str(k): v for k, v in headers.items() if k.lower() not in SECRET_HEADERS},
+                    "token_in_header": "X-Plex-Token" in headers,
+                    "token_in_query": token_in_query,
+                }
+            )
+        return out
+
+    async def c_requests(self, request: web.Request) -> web.Response:
+        raw = request.query.get("limit")
+        try:
+            limit = int(raw) if raw not in (None, "") else None
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be an integer") from None
+        entries = self.received(limit, request.query.get("path_prefix", ""))
+        return self._ok({"seen": self.requests_seen, "kept": len(self.request_log), "requests": entries})
+
+    async def c_requests_clear(self, request: web.Request) -> web.Response:
+        self.request_log.clear()
+        return self._ok({})
 
 
 async def run_forever(fp: FakePlex, ready: Callable[[FakePlex], None] | None = None) -> None:
