@@ -1,0 +1,1 @@
+"""plexsync catalog: the media database (libraries, items, metadata, files, collections) served over gRPC."""

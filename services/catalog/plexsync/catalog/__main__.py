@@ -1,0 +1,67 @@
+"""`python -m plexsync.catalog`: serve CatalogService. `python -m plexsync.catalog migrate upgrade head` (or
+`downgrade REV`) runs the schema migrations and exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from plexsync.catalog.migrate import migrate
+from plexsync.catalog.repository import Repository
+from plexsync.catalog.server import CatalogServicer
+from plexsync.catalog.settings import CatalogSettings
+from plexsync.catalog.store import Store
+from plexsync.catalog.writer import Writer
+from plexsync.common.config import MissingSettingError
+from plexsync.common.grpc_server import ServiceApp
+from plexsync.common.logs import configure_logging
+from plexsync.v1 import catalog_pb2_grpc
+
+log = logging.getLogger("plexsync.catalog")
+
+
+async def serve(settings: CatalogSettings) -> None:
+    store = Store(settings.database_url, pool_size=settings.db_pool_size)
+    repository = Repository(store)
+    writer = Writer(store, max_batch_items=settings.max_batch_items)
+    servicer = CatalogServicer(repository, writer, etag_chunk=settings.etag_chunk_size)
+    app = ServiceApp("catalog", settings)
+    app.add_service("plexsync.v1.CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)
+    app.on_shutdown(store.dispose)
+
+    async def ready() -> None:
+        await store.wait()
+        if settings.migrate:
+            await asyncio.to_thread(migrate, settings.database_url, "upgrade", "head")
+        log.info("catalog database ready")
+
+    await app.run(ready)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m plexsync.catalog", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    mig = sub.add_parser("migrate", help="run catalog schema migrations and exit")
+    mig.add_argument("action", choices=["upgrade", "downgrade"])
+    mig.add_argument("revision", nargs="?", default="head", help="target revision (head, base, 0001, ...)")
+    args = parser.parse_args(argv)
+    settings = CatalogSettings()
+    configure_logging("catalog", settings.log_level, settings.log_format)
+    try:
+        settings.require("DATABASE_URL")
+    except MissingSettingError as exc:
+        log.error(str(exc))
+        return 2
+    if args.command == "migrate":
+        if args.action == "downgrade" and args.revision == "head":
+            parser.error("downgrade needs a target revision, e.g. `migrate downgrade base`")
+        migrate(settings.database_url, args.action, args.revision)
+        return 0
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

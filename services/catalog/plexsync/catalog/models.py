@@ -1,0 +1,417 @@
+"""SQLAlchemy 2 typed models of the catalog schema.
+
+Enums are stored as the proto enum numbers (smallint). Relationship tables of an item are keyed by the item
+and a natural key (Plex ids, names, URIs), so WriteItems can diff them set-wise without surrogate-id lookups.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Computed,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA = "catalog"
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Tag kinds of item_tags.
+TAG_STUDIO = 1
+TAG_GENRE = 2
+TAG_LABEL = 3
+TAG_COUNTRY = 4
+TAG_NETWORK = 5
+
+# Entities recorded in scan_seen.
+SEEN_ITEM = 0
+SEEN_COLLECTION = 1
+
+SEARCH_VECTOR_SQL = (
+    "setweight(to_tsvector('simple'::regconfig, search_title), 'A') || "
+    "setweight(to_tsvector('simple'::regconfig, search_people), 'B') || "
+    "setweight(to_tsvector('simple'::regconfig, search_genres), 'C')"
+)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _txt() -> Mapped[str]:
+    return mapped_column(Text, nullable=False, server_default="")
+
+
+def _int(big: bool = False) -> Mapped[int]:
+    return mapped_column(BigInteger if big else Integer, nullable=False, server_default="0")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA, naming_convention=NAMING)
+
+
+class MediaSource(Base):
+    """A Plex server known to the catalog (from RegisterLibraries)."""
+
+    __tablename__ = "media_sources"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    server_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    name: Mapped[str] = _txt()
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Library(Base):
+    __tablename__ = "libraries"
+    __table_args__ = (UniqueConstraint("media_source_id", "plex_key"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    media_source_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("media_sources.id", ondelete="CASCADE"), nullable=False
+    )
+    plex_key: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = _txt()
+    kind: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    sync_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    refresh_interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="21600")
+    remote_streaming_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    plex_uuid: Mapped[str] = _txt()
+    agent: Mapped[str] = _txt()
+    language: Mapped[str] = _txt()
+    locations: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    removed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    last_scan_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_deep_scan_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_scan_duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class PathReplacement(Base):
+    __tablename__ = "path_replacements"
+    __table_args__ = (UniqueConstraint("media_source_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    media_source_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("media_sources.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    plex_path: Mapped[str] = mapped_column(Text, nullable=False)
+    local_path: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+def _children(target: str, keys: tuple[str, ...] = ("id:item_id",), parent: str = "Item") -> Any:
+    """A one-to-many relationship joined on columns without a FOREIGN KEY constraint (used by the ORM baseline
+    of the benchmark; the service itself writes with set-based SQL)."""
+    join = ", ".join(f"{parent}.{k.split(':')[0]} == foreign({target}.{k.split(':')[1]})" for k in keys)
+    return relationship(target, primaryjoin=f"and_({join})", cascade="all, delete-orphan", lazy="raise")
+
+
+class Item(Base):
+    """A movie, show, season, episode or other video. `state` is the file state the scanner last sent;
+    the state callers see is FILE_NOT_FOUND while `missing_since` is set."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("library_id", "rating_key"),
+        Index("ix_items_library_id_id", "library_id", "id"),
+        Index("ix_items_library_id_kind_id", "library_id", "kind", "id"),
+        Index("ix_items_library_id_parent_rating_key", "library_id", "parent_rating_key"),
+        Index("ix_items_parent_id_id", "parent_id", "id"),
+        Index("ix_items_library_id_updated_at_id", "library_id", "updated_at", "id"),
+        Index("ix_items_updated_at_id", "updated_at", "id"),
+        Index("ix_items_search_vector", "search_vector", postgresql_using="gin"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    rating_key: Mapped[str] = mapped_column(Text, nullable=False)
+    parent_rating_key: Mapped[str] = _txt()
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    etag: Mapped[str] = _txt()
+    state: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
+    missing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    title: Mapped[str] = _txt()
+    sort_title: Mapped[str] = _txt()
+    original_title: Mapped[str] = _txt()
+    plot: Mapped[str] = _txt()
+    tagline: Mapped[str] = _txt()
+    year: Mapped[int] = _int()
+    release_date: Mapped[date | None] = mapped_column(Date)
+    content_rating: Mapped[str] = _txt()
+    index: Mapped[int] = _int()
+    parent_index: Mapped[int] = _int()
+    duration_ms: Mapped[int] = _int(big=True)
+    rating: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    audience_rating: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    child_count: Mapped[int] = _int()
+    leaf_count: Mapped[int] = _int()
+    plex_guid: Mapped[str] = _txt()
+    plex_added_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    plex_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    # Case-folded search texts; the tsvector below is generated from them.
+    search_title: Mapped[str] = _txt()
+    search_people: Mapped[str] = _txt()
+    search_genres: Mapped[str] = _txt()
+    search_vector: Mapped[Any] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True))
+
+    tags: Mapped[list[ItemTag]] = _children("ItemTag")
+    credits: Mapped[list[Credit]] = _children("Credit")
+    guids: Mapped[list[ItemGuid]] = _children("ItemGuid")
+    artwork: Mapped[list[Artwork]] = _children("Artwork")
+    media: Mapped[list[MediaVersion]] = _children("MediaVersion")
+    chapters: Mapped[list[Chapter]] = _children("Chapter")
+
+
+def _item_fk() -> Mapped[uuid.UUID]:
+    # No FOREIGN KEY constraint: relationship rows are written only by WriteItems, in the same transaction as
+    # their item, and items are never deleted (FILE_NOT_FOUND keeps them); per-row RI triggers would cost more
+    # than the whole COPY of a batch. See services/catalog/README.md.
+    return mapped_column(UUID(as_uuid=True), primary_key=True)
+
+
+class ItemTag(Base):
+    """Studios, genres, labels, countries and networks of an item (kind = TAG_*)."""
+
+    __tablename__ = "item_tags"
+    # Networks are listed with show counts (ListNetworks); other tag kinds are only read per item.
+    __table_args__ = (Index("ix_item_tags_network_name", "name", postgresql_where=text("kind = 5")),)
+
+    item_id: Mapped[uuid.UUID] = _item_fk()
+    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = _int()
+
+
+class Person(Base):
+    """A person, shared by every item crediting them."""
+
+    __tablename__ = "people"
+    __table_args__ = (UniqueConstraint("name", "plex_tag_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    plex_tag_id: Mapped[int] = _int(big=True)
+
+
+class Credit(Base):
+    __tablename__ = "credits"
+    item_id: Mapped[uuid.UUID] = _item_fk()
+    role: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = _int()
+    character: Mapped[str] = _txt()
+    thumb_url: Mapped[str] = _txt()
+
+    person: Mapped[Person] = relationship(primaryjoin="foreign(Credit.person_id) == Person.id", lazy="raise")
+
+
+class ItemGuid(Base):
+    __tablename__ = "item_guids"
+    __table_args__ = (Index("ix_item_guids_provider_external_id", "provider", "external_id"),)
+
+    item_id: Mapped[uuid.UUID] = _item_fk()
+    uri: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider: Mapped[str] = _txt()
+    external_id: Mapped[str] = _txt()
+    position: Mapped[int] = _int()
+
+
+class Artwork(Base):
+    __tablename__ = "artwork"
+
+    item_id: Mapped[uuid.UUID] = _item_fk()
+    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    url: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = _txt()
+    source_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    position: Mapped[int] = _int()
+
+
+class MediaVersion(Base):
+    """A Plex Media (version) of an item."""
+
+    __tablename__ = "media_versions"
+
+    item_id: Mapped[uuid.UUID] = _item_fk()
+    plex_media_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = _int()
+    duration_ms: Mapped[int] = _int(big=True)
+    bitrate: Mapped[int] = _int(big=True)
+    width: Mapped[int] = _int()
+    height: Mapped[int] = _int()
+    aspect_ratio: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    audio_channels: Mapped[int] = _int()
+    audio_codec: Mapped[str] = _txt()
+    video_codec: Mapped[str] = _txt()
+    video_resolution: Mapped[str] = _txt()
+    container: Mapped[str] = _txt()
+    video_frame_rate: Mapped[str] = _txt()
+    video_profile: Mapped[str] = _txt()
+
+    parts: Mapped[list[MediaPart]] = _children(
+        "MediaPart", ("item_id:item_id", "plex_media_id:plex_media_id"), parent="MediaVersion"
+    )
+
+
+class MediaPart(Base):
+    """A file of a media version."""
+
+    __tablename__ = "media_parts"
+
+    item_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    plex_media_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    plex_part_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = _int()
+    plex_key: Mapped[str] = _txt()
+    plex_path: Mapped[str] = _txt()
+    local_path: Mapped[str] = _txt()
+    size_bytes: Mapped[int] = _int(big=True)
+    duration_ms: Mapped[int] = _int(big=True)
+    container: Mapped[str] = _txt()
+    video_profile: Mapped[str] = _txt()
+    audio_profile: Mapped[str] = _txt()
+    state: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+
+    streams: Mapped[list[MediaStream]] = _children(
+        "MediaStream",
+        ("item_id:item_id", "plex_media_id:plex_media_id", "plex_part_id:plex_part_id"),
+        parent="MediaPart",
+    )
+
+
+class MediaStream(Base):
+    """A video, audio or subtitle stream of a file."""
+
+    __tablename__ = "media_streams"
+
+    item_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    plex_media_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    plex_part_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    plex_stream_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = _int()
+    kind: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    index: Mapped[int] = _int()
+    codec: Mapped[str] = _txt()
+    language: Mapped[str] = _txt()
+    language_code: Mapped[str] = _txt()
+    title: Mapped[str] = _txt()
+    display_title: Mapped[str] = _txt()
+    is_default: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    forced: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    width: Mapped[int] = _int()
+    height: Mapped[int] = _int()
+    channels: Mapped[int] = _int()
+    bitrate: Mapped[int] = _int(big=True)
+    profile: Mapped[str] = _txt()
+    frame_rate: Mapped[str] = _txt()
+    audio_channel_layout: Mapped[str] = _txt()
+    external_key: Mapped[str] = _txt()
+
+
+class Chapter(Base):
+    __tablename__ = "chapters"
+
+    item_id: Mapped[uuid.UUID] = _item_fk()
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = _txt()
+    start_ms: Mapped[int] = _int(big=True)
+    end_ms: Mapped[int] = _int(big=True)
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("library_id", "rating_key"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), nullable=False)
+    rating_key: Mapped[str] = mapped_column(Text, nullable=False)
+    title: Mapped[str] = _txt()
+    sort_title: Mapped[str] = _txt()
+    summary: Mapped[str] = _txt()
+    smart: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    child_count: Mapped[int] = _int()
+    etag: Mapped[str] = _txt()
+    # [{"kind": int, "url": str, "source": str, "updated_at": float|None}]
+    artwork: Mapped[Any] = mapped_column(JSONB, nullable=False, server_default="[]")
+    plex_added_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    plex_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class CollectionMember(Base):
+    """A member of a collection, by Plex rating key (resolved to items at read time, so order of arrival
+    does not matter)."""
+
+    __tablename__ = "collection_members"
+
+    collection_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rating_key: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Scan(Base):
+    """A scan the catalog has seen writes or a FinishScan for; the finish result is kept so a retried
+    FinishScan is answered without marking anything twice."""
+
+    __tablename__ = "scans"
+    __table_args__ = (Index("ix_scans_library_id", "library_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    library_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), nullable=False)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    mode: Mapped[int] = _int()
+    missing: Mapped[int] = _int()
+    present: Mapped[int] = _int()
+    collections_removed: Mapped[int] = _int()
+
+
+class ScanSeen(Base):
+    """Rating keys a running scan has written or seen unchanged: one row per batch with the keys as an array
+    (one small insert per batch instead of one index entry per item); deleted when the scan finishes."""
+
+    __tablename__ = "scan_seen"
+    __table_args__ = (Index("ix_scan_seen_scan_id_entity", "scan_id", "entity"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), nullable=False)
+    entity: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    rating_keys: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)

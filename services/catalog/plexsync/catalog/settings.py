@@ -1,0 +1,19 @@
+"""Catalog settings, all from the environment."""
+
+from __future__ import annotations
+
+from plexsync.common.config import CommonSettings
+from pydantic import Field
+
+
+class CatalogSettings(CommonSettings):
+    """Settings of the catalog process."""
+
+    migrate: bool = Field(
+        default=True,
+        validation_alias="PLEXSYNC_CATALOG_MIGRATE",
+        description="Run `alembic upgrade head` at start (under an advisory lock); 0 to leave it to a job.",
+    )
+    db_pool_size: int = Field(default=8, validation_alias="PLEXSYNC_CATALOG_DB_POOL_SIZE", ge=1, le=100)
+    etag_chunk_size: int = Field(default=5000, validation_alias="PLEXSYNC_CATALOG_ETAG_CHUNK", ge=100, le=50_000)
+    max_batch_items: int = Field(default=10_000, validation_alias="PLEXSYNC_CATALOG_MAX_BATCH_ITEMS", ge=1)

@@ -1,0 +1,526 @@
+"""WriteItems and FinishScan: set-based upserts and diffs, one transaction per batch.
+
+Per batch (under a per-library transaction advisory lock, so batches and FinishScan of one library never
+interleave): look up stored (id, content hash, state, missing) of the batch's rating keys in one query;
+items whose hash and state match are only recorded as seen; new items are inserted; changed items are
+updated and each of their relationship tables is diffed with one DELETE (rows whose natural key is gone) and
+one upsert (`ON CONFLICT ... DO UPDATE ... WHERE row IS DISTINCT FROM`) so unchanged relationship rows are
+never rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from plexsync.catalog import ingest
+from plexsync.catalog.ingest import Incoming, Rows
+from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
+from plexsync.catalog.store import Column, Store, copy_rows, delete_missing_sql, insert_sql, transpose
+from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from plexsync.v1 import catalog_pb2, common_pb2
+
+log = logging.getLogger(__name__)
+
+FNF = common_pb2.ITEM_STATE_FILE_NOT_FOUND
+
+ITEM_COLS: list[Column] = [
+    ("id", "uuid"), ("library_id", "uuid"), ("kind", "int2"), ("rating_key", "text"), ("parent_rating_key", "text"),
+    ("etag", "text"), ("state", "int2"), ("content_hash", "bytea"), ("title", "text"), ("sort_title", "text"),
+    ("original_title", "text"), ("plot", "text"), ("tagline", "text"), ("year", "int4"), ("release_date", "date"),
+    ("content_rating", "text"), ("index", "int4"), ("parent_index", "int4"), ("duration_ms", "int8"),
+    ("rating", "float8"), ("audience_rating", "float8"), ("child_count", "int4"), ("leaf_count", "int4"),
+    ("plex_guid", "text"), ("plex_added_at", "timestamptz"), ("plex_updated_at", "timestamptz"),
+    ("search_title", "text"), ("search_people", "text"), ("search_genres", "text"),
+]  # fmt: skip
+TAG_COLS: list[Column] = [("item_id", "uuid"), ("kind", "int2"), ("name", "text"), ("position", "int4")]
+CREDIT_COLS: list[Column] = [
+    ("item_id", "uuid"), ("role", "int2"), ("person_id", "int8"), ("position", "int4"), ("character", "text"),
+    ("thumb_url", "text"),
+]  # fmt: skip
+GUID_COLS: list[Column] = [
+    ("item_id", "uuid"), ("uri", "text"), ("provider", "text"), ("external_id", "text"), ("position", "int4"),
+]  # fmt: skip
+ARTWORK_COLS: list[Column] = [
+    ("item_id", "uuid"), ("kind", "int2"), ("url", "text"), ("source", "text"), ("source_updated_at", "timestamptz"),
+    ("position", "int4"),
+]  # fmt: skip
+VERSION_COLS: list[Column] = [
+    ("item_id", "uuid"), ("plex_media_id", "int8"), ("position", "int4"), ("duration_ms", "int8"),
+    ("bitrate", "int8"), ("width", "int4"), ("height", "int4"), ("aspect_ratio", "float8"),
+    ("audio_channels", "int4"), ("audio_codec", "text"), ("video_codec", "text"), ("video_resolution", "text"),
+    ("container", "text"), ("video_frame_rate", "text"), ("video_profile", "text"),
+]  # fmt: skip
+PART_COLS: list[Column] = [
+    ("item_id", "uuid"), ("plex_media_id", "int8"), ("plex_part_id", "int8"), ("position", "int4"),
+    ("plex_key", "text"), ("plex_path", "text"), ("local_path", "text"), ("size_bytes", "int8"),
+    ("duration_ms", "int8"), ("container", "text"), ("video_profile", "text"), ("audio_profile", "text"),
+    ("state", "int2"),
+]  # fmt: skip
+STREAM_COLS: list[Column] = [
+    ("item_id", "uuid"), ("plex_media_id", "int8"), ("plex_part_id", "int8"), ("plex_stream_id", "int8"),
+    ("position", "int4"), ("kind", "int2"), ("index", "int4"), ("codec", "text"), ("language", "text"),
+    ("language_code", "text"), ("title", "text"), ("display_title", "text"), ("is_default", "bool"),
+    ("forced", "bool"), ("width", "int4"), ("height", "int4"), ("channels", "int4"), ("bitrate", "int8"),
+    ("profile", "text"), ("frame_rate", "text"), ("audio_channel_layout", "text"), ("external_key", "text"),
+]  # fmt: skip
+CHAPTER_COLS: list[Column] = [
+    ("item_id", "uuid"), ("index", "int4"), ("title", "text"), ("start_ms", "int8"), ("end_ms", "int8"),
+]  # fmt: skip
+
+# (table, columns, natural key (prefix of columns), Rows attribute); parents before children.
+CHILD_TABLES: list[tuple[str, list[Column], int, str]] = [
+    ("item_tags", TAG_COLS, 3, "tags"),
+    ("credits", CREDIT_COLS, 3, "credits"),
+    ("item_guids", GUID_COLS, 2, "guids"),
+    ("artwork", ARTWORK_COLS, 3, "artwork"),
+    ("media_versions", VERSION_COLS, 2, "versions"),
+    ("media_parts", PART_COLS, 3, "parts"),
+    ("media_streams", STREAM_COLS, 4, "streams"),
+    ("chapters", CHAPTER_COLS, 2, "chapters"),
+]
+
+_ITEM_UPDATE = (
+    "UPDATE items SET "
+    + ", ".join(f'"{c}" = u."{c}"' for c, _ in ITEM_COLS[1:])
+    + ", missing_since = NULL, updated_at = now(), last_seen_at = now() FROM unnest("
+    + ", ".join(f"%b::{t}[]" for _, t in ITEM_COLS)
+    + ") AS u("
+    + ", ".join(f'"{c}"' for c, _ in ITEM_COLS)
+    + ") WHERE items.id = u.id"
+)
+_CHILD_UPSERT = {
+    table: insert_sql(table, cols, conflict=[c for c, _ in cols[:nkey]]) for table, cols, nkey, _ in CHILD_TABLES
+}
+_CHILD_DELETE = {table: delete_missing_sql(table, cols[:nkey]) for table, cols, nkey, _ in CHILD_TABLES}
+
+_COLLECTION_COLS: list[Column] = [
+    ("id", "uuid"), ("library_id", "uuid"), ("rating_key", "text"), ("title", "text"), ("sort_title", "text"),
+    ("summary", "text"), ("smart", "bool"), ("child_count", "int4"), ("etag", "text"), ("artwork", "jsonb"),
+    ("plex_added_at", "timestamptz"), ("plex_updated_at", "timestamptz"), ("content_hash", "bytea"),
+]  # fmt: skip
+_COLLECTION_UPSERT = (
+    insert_sql("collections", _COLLECTION_COLS, conflict=["library_id", "rating_key"]).replace(
+        "DO UPDATE SET ", "DO UPDATE SET updated_at = now(), "
+    )
+).replace(', "id" = EXCLUDED."id"', "")
+_MEMBER_COLS: list[Column] = [("collection_id", "uuid"), ("position", "int4"), ("rating_key", "text")]
+_MEMBER_UPSERT = insert_sql("collection_members", _MEMBER_COLS, conflict=["collection_id", "position"])
+
+
+def lock_key(library_id: uuid.UUID) -> int:
+    """Advisory-lock key of a library's writes (signed 64 bits of the UUID)."""
+    return int.from_bytes(library_id.bytes[:8], "big", signed=True)
+
+
+SPECULATE_SLICE = 100
+
+
+@dataclass
+class Prepared:
+    """A batch after the CPU-only work: parsed ids, hashed items, optional speculative rows."""
+
+    request: catalog_pb2.WriteItemsRequest
+    library_id: uuid.UUID
+    scan_id: uuid.UUID | None
+    incoming: list[Incoming]
+    collections: list[ingest.CollectionIn]
+    speculative: Rows | None = None
+    speculative_ids: list[uuid.UUID] | None = None
+
+
+@dataclass
+class BatchResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    restored: int = 0
+
+
+class PeopleCache:
+    """(name, Plex tag id) -> people.id for people committed to the database (never rolled back)."""
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self.ids: dict[tuple[str, int], int] = {}
+        self.limit = limit
+
+    def merge(self, found: dict[tuple[str, int], int]) -> None:
+        if len(self.ids) + len(found) > self.limit:
+            self.ids.clear()
+        self.ids.update(found)
+
+
+class Writer:
+    def __init__(self, store: Store, *, max_batch_items: int = 10_000) -> None:
+        self.store = store
+        self.max_batch_items = max_batch_items
+        self.people = PeopleCache()
+
+    async def write_batch(self, request: catalog_pb2.WriteItemsRequest) -> BatchResult:
+        """One batch, one transaction."""
+        return await self.write_prepared(await self.prepare(request, speculate=False))
+
+    async def write_stream(
+        self, requests: AsyncIterator[catalog_pb2.WriteItemsRequest]
+    ) -> AsyncIterator[tuple[catalog_pb2.WriteItemsRequest, BatchResult]]:
+        """Batches of a WriteItems stream, in order, each in its own transaction.
+
+        While batch N is in the database, batch N+1 is read, hashed and (when the previous batch was mostly
+        new or changed items) flattened speculatively as if all its items were new, so Python and PostgreSQL
+        work at the same time. Transactions stay strictly sequential: batch N+1 is classified against the
+        committed state of batch N, so the result is exactly that of one batch after the other.
+        """
+        iterator = aiter(requests)
+
+        async def read_and_prepare(speculate: bool) -> Prepared | None:
+            try:
+                request = await anext(iterator)
+            except StopAsyncIteration:
+                return None
+            return await self.prepare(request, speculate=speculate)
+
+        current = await read_and_prepare(False)
+        speculate = False
+        upcoming: asyncio.Task[Prepared | None] | None = None
+        try:
+            while current is not None:
+                upcoming = asyncio.create_task(read_and_prepare(speculate))
+                result = await self.write_prepared(current)
+                yield current.request, result
+                written = result.added + result.updated + result.restored
+                speculate = written * 2 > len(current.incoming)
+                current = await upcoming
+        finally:
+            if upcoming is not None and not upcoming.done():  # failed batch or caller gone: stop reading
+                upcoming.cancel()
+
+    async def prepare(self, request: catalog_pb2.WriteItemsRequest, *, speculate: bool) -> Prepared:
+        """Request checks and content hashes; with `speculate`, rows of every item as if it were new
+        (flattened in slices, yielding to the event loop so the previous batch's SQL keeps flowing)."""
+        library_id = ingest.parse_uuid(request.library_id, "library_id")
+        assert library_id is not None
+        scan_id = ingest.parse_uuid(request.scan_id, "scan_id", required=False)
+        incoming = ingest.prepare_batch(request, self.max_batch_items)
+        collections = ingest.prepare_collections(request)
+        prepared = Prepared(request, library_id, scan_id, incoming, collections)
+        if speculate and incoming:
+            ids = [ingest.uuid7() for _ in incoming]
+            checker = ingest.Checker()
+            rows = Rows()
+            for start in range(0, len(incoming), SPECULATE_SLICE):
+                await asyncio.sleep(0)
+                for inc, item_id in zip(
+                    incoming[start : start + SPECULATE_SLICE], ids[start : start + SPECULATE_SLICE], strict=True
+                ):
+                    ingest.flatten_item(checker, inc, item_id, library_id, rows)
+            if not checker.violations:  # otherwise the real pass reports them (if the items must be written)
+                prepared.speculative = rows
+                prepared.speculative_ids = ids
+        return prepared
+
+    async def write_prepared(self, prep: Prepared) -> BatchResult:
+        library_id, scan_id, incoming, collections = prep.library_id, prep.scan_id, prep.incoming, prep.collections
+        request = prep.request
+        result = BatchResult()
+        new_people: dict[tuple[str, int], int] = {}
+        async with self.store.cursor() as cur:
+            await self._lock_library(cur, library_id)
+            if scan_id is not None:
+                await self._attach_scan(cur, scan_id, library_id)
+            keys = [inc.item.rating_key for inc in incoming]
+            stored: dict[str, tuple[uuid.UUID, bytes, int, bool]] = {}
+            if keys:
+                await cur.execute(
+                    "SELECT rating_key, id, content_hash, state, missing_since IS NOT NULL FROM items "
+                    "WHERE library_id = %s AND rating_key = ANY(%b::text[])",
+                    (library_id, keys),
+                )
+                stored = {row[0]: (row[1], row[2], row[3], row[4]) for row in await cur.fetchall()}
+            new: list[tuple[Incoming, uuid.UUID]] = []
+            changed: list[tuple[Incoming, uuid.UUID]] = []
+            state_only: list[tuple[uuid.UUID, int]] = []
+            speculative_ids: list[uuid.UUID | None] = (
+                [*prep.speculative_ids] if prep.speculative_ids else [None] * len(incoming)
+            )
+            for inc, speculative_id in zip(incoming, speculative_ids, strict=True):
+                old = stored.get(inc.item.rating_key)
+                if old is None:
+                    new.append((inc, speculative_id or ingest.uuid7()))
+                    result.added += 1
+                    continue
+                item_id, digest, state, missing = old
+                if missing:
+                    result.restored += 1
+                elif digest == inc.digest and state == inc.state:
+                    result.unchanged += 1
+                    continue
+                else:
+                    result.updated += 1
+                if digest == inc.digest:
+                    state_only.append((item_id, inc.state))
+                else:
+                    changed.append((inc, item_id))
+            if prep.speculative is not None:
+                rows_new = prep.speculative if len(new) == len(incoming) else prep.speculative.only({i for _, i in new})
+            else:
+                rows_new = ingest.flatten_items(new, library_id)
+            rows_changed = ingest.flatten_items(changed, library_id)
+            new_people = await self._resolve_people(cur, rows_new, rows_changed)
+            await self._write_items(cur, rows_new, rows_changed, state_only)
+            await self._resolve_parents(cur, library_id, rows_new, rows_changed)
+            if request.seen_rating_keys:
+                restored, existing = await self._restore_seen(cur, library_id, list(request.seen_rating_keys))
+                result.restored += restored
+                result.unchanged += existing - restored
+            if scan_id is not None:
+                await self._record_seen(cur, scan_id, SEEN_ITEM, [*keys, *request.seen_rating_keys])
+                if collections:
+                    await self._record_seen(cur, scan_id, SEEN_COLLECTION, [c.message.rating_key for c in collections])
+            if collections:
+                await self._write_collections(cur, library_id, collections)
+        self.people.merge(new_people)
+        return result
+
+    async def _lock_library(self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID) -> None:
+        await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
+        await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
+        if await cur.fetchone() is None:
+            raise NotFoundError("library", str(library_id))
+
+    async def _attach_scan(self, cur: psycopg.AsyncCursor[Any], scan_id: uuid.UUID, library_id: uuid.UUID) -> None:
+        await cur.execute(
+            "WITH ins AS (INSERT INTO scans (id, library_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING "
+            "RETURNING library_id, finished_at) "
+            "SELECT library_id, finished_at FROM ins UNION ALL SELECT library_id, finished_at FROM scans WHERE id = %s",
+            (scan_id, library_id, scan_id),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        if row[0] != library_id:
+            raise InvalidArgumentError.single("scan_id", "belongs to a scan of another library")
+        if row[1] is not None:
+            raise FailedPreconditionError(f"scan {scan_id} is finished; start a new scan with a new scan_id")
+
+    async def _resolve_people(self, cur: psycopg.AsyncCursor[Any], *row_sets: Rows) -> dict[tuple[str, int], int]:
+        """Map every credit's person key to people.id (inserting new people), rewriting the credit rows."""
+        cache = self.people.ids
+        wanted = {r[2] for rows in row_sets for r in rows.credits}
+        found: dict[tuple[str, int], int] = {}
+        missing = sorted(k for k in wanted if k not in cache)
+        if missing:
+            names = [k[0] for k in missing]
+            tags = [k[1] for k in missing]
+            await cur.execute(
+                "INSERT INTO people (name, plex_tag_id) SELECT * FROM unnest(%b::text[], %b::int8[]) "
+                "ON CONFLICT (name, plex_tag_id) DO NOTHING RETURNING id, name, plex_tag_id",
+                (names, tags),
+            )
+            found = {(r[1], r[2]): r[0] for r in await cur.fetchall()}
+            if len(found) < len(missing):
+                await cur.execute(
+                    "SELECT p.id, p.name, p.plex_tag_id FROM people p "
+                    "JOIN unnest(%b::text[], %b::int8[]) AS k(name, tag) ON p.name = k.name AND p.plex_tag_id = k.tag",
+                    (names, tags),
+                )
+                found.update({(r[1], r[2]): r[0] for r in await cur.fetchall()})
+        for rows in row_sets:
+            rows.credits = [(r[0], r[1], cache.get(r[2]) or found[r[2]], r[3], r[4], r[5]) for r in rows.credits]
+        return found
+
+    async def _write_items(
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        rows_new: Rows,
+        rows_changed: Rows,
+        state_only: list[tuple[uuid.UUID, int]],
+    ) -> None:
+        width = len(ITEM_COLS)
+        if rows_new.items:
+            await copy_rows(cur, "items", ITEM_COLS, rows_new.items)
+            for table, cols, _, attr in CHILD_TABLES:
+                rows = getattr(rows_new, attr)
+                if rows:
+                    await copy_rows(cur, table, cols, rows)
+        if rows_changed.items:
+            await cur.execute(_ITEM_UPDATE, transpose(rows_changed.items, width))
+            ids = [r[0] for r in rows_changed.items]
+            # Children first removed bottom-up (streams, parts, versions cascade), then upserted top-down.
+            for table, _cols, nkey, attr in reversed(CHILD_TABLES):
+                keys = transpose([r[:nkey] for r in getattr(rows_changed, attr)], nkey)
+                await cur.execute(_CHILD_DELETE[table], [ids, *keys])
+            for table, cols, _, attr in CHILD_TABLES:
+                rows = getattr(rows_changed, attr)
+                if rows:
+                    await cur.execute(_CHILD_UPSERT[table], transpose(rows, len(cols)))
+        if state_only:
+            await cur.execute(
+                "UPDATE items SET state = u.state, missing_since = NULL, updated_at = now(), last_seen_at = now() "
+                "FROM unnest(%b::uuid[], %b::int2[]) AS u(id, state) WHERE items.id = u.id",
+                transpose(state_only, 2),
+            )
+
+    async def _resolve_parents(
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, rows_new: Rows, rows_changed: Rows
+    ) -> None:
+        """Set parent_id from parent_rating_key for the written items, and adopt earlier orphans whose parent
+        arrived in this batch."""
+        written = [r[3] for r in rows_new.items if r[4]] + [r[3] for r in rows_changed.items]
+        if written:
+            await cur.execute(
+                "UPDATE items c SET parent_id = s.pid FROM ("
+                " SELECT c2.id, p.id AS pid FROM items c2 LEFT JOIN items p"
+                " ON p.library_id = c2.library_id AND p.rating_key = c2.parent_rating_key"
+                " WHERE c2.library_id = %s AND c2.rating_key = ANY(%s::text[])) s "
+                "WHERE c.id = s.id AND c.parent_id IS DISTINCT FROM s.pid",
+                (library_id, written),
+            )
+        new_keys = [r[3] for r in rows_new.items]
+        if new_keys:
+            await cur.execute(
+                "UPDATE items c SET parent_id = p.id FROM items p "
+                "WHERE c.library_id = %s AND c.parent_id IS NULL AND c.parent_rating_key = ANY(%s::text[]) "
+                "AND p.library_id = c.library_id AND p.rating_key = c.parent_rating_key",
+                (library_id, new_keys),
+            )
+
+    async def _restore_seen(
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]
+    ) -> tuple[int, int]:
+        """Bring seen-unchanged items back from FILE_NOT_FOUND; (restored, existing) counts."""
+        await cur.execute(
+            "WITH r AS (UPDATE items SET missing_since = NULL, updated_at = now(), last_seen_at = now() "
+            "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL RETURNING 1) "
+            "SELECT (SELECT count(*) FROM r), "
+            "(SELECT count(*) FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[]))",
+            (library_id, keys, library_id, keys),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def _record_seen(
+        self, cur: psycopg.AsyncCursor[Any], scan_id: uuid.UUID, entity: int, keys: list[str]
+    ) -> None:
+        if keys:
+            await cur.execute(
+                "INSERT INTO scan_seen (scan_id, entity, rating_keys) VALUES (%s, %s, %b::text[])",
+                (scan_id, entity, keys),
+            )
+
+    async def _write_collections(
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, collections: list[ingest.CollectionIn]
+    ) -> None:
+        await cur.execute(
+            "SELECT rating_key, id, content_hash FROM collections WHERE library_id = %s AND rating_key = ANY(%s)",
+            (library_id, [c.message.rating_key for c in collections]),
+        )
+        stored = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        rows: list[tuple[Any, ...]] = []
+        members: list[tuple[Any, ...]] = []
+        sizes: list[tuple[uuid.UUID, int]] = []
+        for c in collections:
+            m = c.message
+            old = stored.get(m.rating_key)
+            if old is not None and old[1] == c.digest:
+                continue
+            cid = old[0] if old is not None else ingest.uuid7()
+            artwork = [
+                {"kind": a.kind, "url": a.url, "source": a.source, "updated_at": a.updated_at.seconds or None}
+                for a in m.artwork
+            ]
+            rows.append(
+                (
+                    cid, library_id, m.rating_key, m.title, m.sort_title, m.summary, m.smart, m.child_count, m.etag,
+                    orjson.dumps(artwork).decode(), ingest.to_datetime(m.plex_added_at),
+                    ingest.to_datetime(m.plex_updated_at), c.digest,
+                )
+            )  # fmt: skip
+            members.extend((cid, j, key) for j, key in enumerate(m.member_rating_keys))
+            sizes.append((cid, len(m.member_rating_keys)))
+        if not rows:
+            return
+        await cur.execute(_COLLECTION_UPSERT, transpose(rows, len(_COLLECTION_COLS)))
+        await cur.execute(
+            "DELETE FROM collection_members m USING unnest(%s::uuid[], %s::int4[]) AS s(id, n) "
+            "WHERE m.collection_id = s.id AND m.position >= s.n",
+            transpose(sizes, 2),
+        )
+        if members:
+            await cur.execute(_MEMBER_UPSERT, transpose(members, 3))
+
+    async def finish_scan(self, request: catalog_pb2.FinishScanRequest) -> catalog_pb2.FinishScanResponse:
+        library_id = ingest.parse_uuid(request.library_id, "library_id")
+        scan_id = ingest.parse_uuid(request.scan_id, "scan_id")
+        assert library_id is not None and scan_id is not None
+        if request.mode not in common_pb2.ScanMode.values():
+            raise InvalidArgumentError.single("mode", f"unknown scan mode {request.mode}")
+        start: datetime | None = ingest.to_datetime(request.start_time)
+        async with self.store.cursor() as cur:
+            await self._lock_library(cur, library_id)
+            await cur.execute(
+                "INSERT INTO scans (id, library_id, mode) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (scan_id, library_id, request.mode),
+            )
+            await cur.execute(
+                "SELECT library_id, finished_at, missing, present, collections_removed FROM scans WHERE id = %s "
+                "FOR UPDATE",
+                (scan_id,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            if row[0] != library_id:
+                raise InvalidArgumentError.single("scan_id", "belongs to a scan of another library")
+            if row[1] is not None:  # a retried FinishScan: answer as before, change nothing
+                return catalog_pb2.FinishScanResponse(missing=row[2], present=row[3], collections_removed=row[4])
+            await cur.execute(
+                "WITH lib AS (SELECT last_scan_at FROM libraries WHERE id = %(lib)s), "
+                "seen AS MATERIALIZED (SELECT DISTINCT unnest(rating_keys) AS rating_key FROM scan_seen "
+                "WHERE scan_id = %(scan)s AND entity = 0) "
+                "UPDATE items i SET missing_since = now(), updated_at = now(), "
+                "last_seen_at = GREATEST(i.last_seen_at, COALESCE((SELECT last_scan_at FROM lib), i.last_seen_at)) "
+                "WHERE i.library_id = %(lib)s AND i.missing_since IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.rating_key = i.rating_key)",
+                {"lib": library_id, "scan": scan_id},
+            )
+            missing = cur.rowcount
+            await cur.execute(
+                "SELECT count(*) FROM items WHERE library_id = %s AND missing_since IS NULL", (library_id,)
+            )
+            present_row = await cur.fetchone()
+            present = int(present_row[0]) if present_row else 0
+            await cur.execute(
+                "WITH seen AS MATERIALIZED (SELECT DISTINCT unnest(rating_keys) AS rating_key FROM scan_seen "
+                "WHERE scan_id = %(scan)s AND entity = 1) "
+                "DELETE FROM collections c WHERE c.library_id = %(lib)s "
+                "AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.rating_key = c.rating_key)",
+                {"lib": library_id, "scan": scan_id},
+            )
+            removed = cur.rowcount
+            await cur.execute(
+                "UPDATE libraries SET last_scan_at = now(), updated_at = now(), "
+                "last_deep_scan_at = CASE WHEN %(deep)s THEN now() ELSE last_deep_scan_at END, "
+                "last_scan_duration_ms = CASE WHEN %(start)s::timestamptz IS NULL THEN NULL "
+                "ELSE (EXTRACT(EPOCH FROM now() - %(start)s::timestamptz) * 1000)::bigint END "
+                "WHERE id = %(lib)s",
+                {"deep": request.mode == common_pb2.SCAN_MODE_DEEP, "start": start, "lib": library_id},
+            )
+            await cur.execute(
+                "UPDATE scans SET finished_at = now(), mode = %s, missing = %s, present = %s, collections_removed = %s "
+                "WHERE id = %s",
+                (request.mode, missing, present, removed, scan_id),
+            )
+            await cur.execute(
+                "DELETE FROM scan_seen WHERE scan_id IN (SELECT id FROM scans WHERE library_id = %s)", (library_id,)
+            )
+        log.info(
+            "scan finished",
+            extra={"library_id": str(library_id), "scan_id": str(scan_id), "missing": missing, "present": present},
+        )
+        return catalog_pb2.FinishScanResponse(missing=missing, present=present, collections_removed=removed)

@@ -1,0 +1,27 @@
+"""A real catalog process per test module, a stub to call it and a direct database connection to inspect rows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from plexsync.v1 import catalog_pb2_grpc
+
+from tests.support.stack import ServiceStack, libpq_url
+
+
+@pytest.fixture(scope="module")
+async def catalog(service_stack: ServiceStack) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceStub]:
+    service_stack.start("catalog", PLEXSYNC_CATALOG_ETAG_CHUNK="100")
+    channel = service_stack.channel("catalog")
+    try:
+        yield catalog_pb2_grpc.CatalogServiceStub(channel)
+    finally:
+        await channel.close()
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(libpq_url(database_url), autocommit=True, options="-c search_path=catalog") as conn:
+        yield conn
