@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from plexsync.common.telemetry import instrument_engine
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -34,7 +33,6 @@ def create_engine(database_url: str, *, schema: str, pool_size: int = 10, applic
             "application_name": application_name or f"plexsync-{schema}",
         },
     )
-    instrument_engine(engine)
     return engine
 
 

@@ -128,8 +128,18 @@ def setup_telemetry(service_name: str) -> Telemetry:
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     _instrument_httpx()
+    _instrument_psycopg()
     _current = Telemetry(tracer_provider, meter_provider, logger_provider, exporting)
     return _current
+
+
+def _instrument_psycopg() -> None:
+    """Spans for every SQL statement psycopg runs (through SQLAlchemy or directly), children of the RPC span."""
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    instrumentor = PsycopgInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(enable_commenter=False)
 
 
 def _instrument_httpx() -> None:
@@ -139,16 +149,6 @@ def _instrument_httpx() -> None:
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
-
-
-def instrument_engine(engine: Any) -> None:
-    """Spans for every SQL statement of a SQLAlchemy (async) engine, children of the RPC span."""
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-    # skip_dep_check: the instrumentor declares SQLAlchemy < 2.1 but its event hooks work on 2.1.
-    SQLAlchemyInstrumentor().instrument(
-        engine=getattr(engine, "sync_engine", engine), enable_commenter=False, skip_dep_check=True
-    )
 
 
 def server_interceptor() -> Any:
