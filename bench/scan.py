@@ -1,0 +1,286 @@
+"""Scanner benchmark: full, incremental (nothing changed) and incremental (1% changed) scans against fakeplex,
+with fakeplex, catalog, auth and scanner as real processes, versus a plexapi baseline.
+
+    .venv/bin/python bench/scan.py                        # 20,000 movies + 200 shows x 5 seasons x 10 episodes
+    .venv/bin/python bench/scan.py --movies 2000 --shows 20 --sizes 2   # smaller, plus a 2x size for RSS growth
+
+PostgreSQL and NATS are embedded (plexsync.devstack) unless DATABASE_URL / NATS_URL are set. For each job it
+prints seconds, items/s, Plex requests made (fakeplex counters) and the scanner's peak RSS (psutil), then the
+same library read the way a Python user would with plexapi (``PlexServer(url, token)``, ``section.all()``,
+``item.reload()`` per item, an INSERT per item) and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from plexsync.devstack import infra  # noqa: E402
+from plexsync.devstack.stack import Stack, StackState  # noqa: E402
+from plexsync.fakeplex import FakePlexControl  # noqa: E402
+from plexsync.v1 import (  # noqa: E402
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    scanner_pb2,
+    scanner_pb2_grpc,
+)
+
+from tests.integration.scanner.support import fakeplex_process, watch  # noqa: E402
+from tests.support.stack import ServiceStack, fresh_database, libpq_url  # noqa: E402
+
+
+@dataclass
+class Result:
+    job: str
+    seconds: float
+    items: int
+    requests: int
+    peak_rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
+
+
+class PeakRss:
+    """Samples a process's RSS every 20 ms in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def scan_all(scanner: Any, channel: Any, libs: list[str], ctl: FakePlexControl, pid: int, job: str) -> Result:
+    await ctl.reset_stats()
+    items = 0
+    t0 = time.perf_counter()
+    with PeakRss(pid) as rss:
+        for lib in libs:
+            started = await scanner.ScanLibrary(
+                scanner_pb2.ScanLibraryRequest(library_id=lib, mode=common_pb2.SCAN_MODE_INCREMENTAL)
+            )
+            events = await watch(channel, started.scan.id, 3600)
+            last = events[-1]
+            if last.WhichOneof("payload") != "completed":
+                raise RuntimeError(f"scan {started.scan.id} ended with {last}")
+            items += last.completed.counts.seen
+    seconds = time.perf_counter() - t0
+    return Result(job, seconds, items, await ctl.total_requests(), rss.peak / 1e6)
+
+
+def plexapi_baseline(url: str, token: str, database_url: str) -> Result:
+    """What a Python user writes with plexapi: every item reloaded one by one, inserted into a table."""
+    from plexapi.library import Library
+    from plexapi.server import PlexServer
+
+    t0 = time.perf_counter()
+    items = 0
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS plexapi_items")
+        conn.execute(
+            "CREATE TABLE plexapi_items (rating_key text primary key, type text, title text, summary text,"
+            " year int, file text, actors text)"
+        )
+
+        def insert(item: Any) -> None:
+            nonlocal items
+            item.reload()
+            file = ""
+            for media in getattr(item, "media", []) or []:
+                for part in media.parts:
+                    file = part.file
+            actors = ",".join(r.tag for r in getattr(item, "roles", []) or [])
+            conn.execute(
+                "INSERT INTO plexapi_items VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (rating_key) DO UPDATE"
+                " SET title = excluded.title",
+                (str(item.ratingKey), item.type, item.title, item.summary, getattr(item, "year", None), file, actors),
+            )
+            items += 1
+
+        plex = PlexServer(url, token)  # type: ignore[no-untyped-call]
+        # fakeplex does not serve the bare /library root plexapi's `plex.library` fetches first; build the
+        # same Library object from /library/sections (what `library.sections()` then asks for anyway).
+        library = Library(plex, plex.query("/library/sections"))  # type: ignore[no-untyped-call]
+        for section in library.sections():  # type: ignore[no-untyped-call]
+            for item in section.all():
+                insert(item)
+                if item.type == "show":
+                    for season in item.seasons():
+                        insert(season)
+                        for episode in season.episodes():
+                            insert(episode)
+    return Result("plexapi full", time.perf_counter() - t0, items, 0, psutil.Process().memory_info().rss / 1e6)
+
+
+async def run_size(
+    args: argparse.Namespace, movies: int, shows: int, database_server: str, nats_url: str
+) -> list[Result]:
+    out: list[Result] = []
+    with fresh_database(database_server) as database_url:
+        log_dir = Path(tempfile.mkdtemp(prefix="bench-scan-", dir=infra.DEV_DIR))
+        print(f"logs: {log_dir}", flush=True)
+        fp_args = ["--movies", str(movies), "--shows", str(shows), "--seasons", str(args.seasons),
+                   "--episodes", str(args.episodes), "--other-videos", "0"]  # fmt: skip
+        with fakeplex_process(log_dir, *fp_args) as fake:
+            stack = ServiceStack(database_url=database_url, nats_url=nats_url, log_dir=log_dir)
+            stack.extra_env["PLEXSYNC_TOKEN_KEYS"] = "bench:" + base64.b64encode(secrets.token_bytes(32)).decode()
+            stack.extra_env["PLEXSYNC_LOG_LEVEL"] = "WARNING"
+            try:
+                for name in ("catalog", "auth", "scanner"):
+                    stack.reserve(name)
+                stack.start("catalog")
+                stack.start("auth", PLEXSYNC_PLEX_TV_URL=fake["url"], PLEXSYNC_GDM_ENABLED="false")
+                env = {
+                    "PLEXSYNC_SCAN_CONCURRENCY": str(args.concurrency),
+                    "PLEXSYNC_SCAN_PAGE_SIZE": str(args.page_size),
+                    "PLEXSYNC_SCAN_BATCH_SIZE": str(args.batch_size),
+                    "PLEXSYNC_SCAN_METADATA_BATCH": str(args.metadata_batch),
+                }
+                scanner_proc = stack.start("scanner", **env)
+                auth_ch, scan_ch = stack.channel("auth"), stack.channel("scanner")
+                auth = auth_pb2_grpc.AuthServiceStub(auth_ch)
+                scanner = scanner_pb2_grpc.ScannerServiceStub(scan_ch)
+                server = await auth.AddServer(auth_pb2.AddServerRequest(url=fake["url"], token=fake["token"]))
+                synced = await scanner.SyncServer(scanner_pb2.SyncServerRequest(server_id=server.server.id))
+                libs = [lib.id for lib in synced.libraries]
+                async with FakePlexControl(fake["url"], timeout=120) as ctl:
+                    counts = (await ctl.info())["counts"]
+                    label = (
+                        f"{movies} movies + {counts['show']} shows/{counts['season']} seasons/{counts['episode']} eps"
+                    )
+                    pid = scanner_proc.pid
+                    for job in ("full", "incremental, nothing changed"):
+                        r = await scan_all(scanner, scan_ch, libs, ctl, pid, f"{label}: {job}")
+                        out.append(r)
+                        print(fmt(r), flush=True)
+                    # 1% changed: titles of 1% of the movies and 1% of the episodes
+                    movie_keys = await _keys(fake, "1", 1)
+                    episode_keys = await _keys(fake, "2", 4)
+                    changed = movie_keys[::100] + episode_keys[::100]
+                    sem = asyncio.Semaphore(16)
+
+                    async def change(rk: str) -> None:
+                        async with sem:
+                            await ctl.change(rk, title=f"Changed {rk}")
+
+                    await asyncio.gather(*(change(rk) for rk in changed))
+                    r = await scan_all(scanner, scan_ch, libs, ctl, pid, f"{label}: incremental, 1% changed")
+                    out.append(r)
+                    print(fmt(r), flush=True)
+                    if not args.skip_baseline:
+                        await ctl.reset_stats()
+                        base = await asyncio.to_thread(plexapi_baseline, fake["url"], fake["token"], database_url)
+                        base.requests = await ctl.total_requests()
+                        base.job = f"{label}: plexapi baseline, full"
+                        out.append(base)
+                        print(fmt(base), flush=True)
+                await auth_ch.close()
+                await scan_ch.close()
+            finally:
+                stack.stop_all()
+    return out
+
+
+async def _keys(fake: dict[str, Any], section: str, type_num: int) -> list[str]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=fake["url"], timeout=120) as client:
+        resp = await client.get(
+            f"/library/sections/{section}/all",
+            params={"type": str(type_num)},
+            headers={"X-Plex-Token": fake["token"], "Accept": "application/json"},
+        )
+        return [m["ratingKey"] for m in resp.json()["MediaContainer"].get("Metadata", [])]
+
+
+def fmt(r: Result) -> str:
+    return f"| {r.job} | {r.seconds:.1f} | {r.rate:,.0f} | {r.requests:,} | {r.peak_rss_mb:.0f} |"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--movies", type=int, default=20_000)
+    p.add_argument("--shows", type=int, default=200)
+    p.add_argument("--seasons", type=int, default=5)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--sizes", type=int, default=1, help="also run at 2x, 3x... the size (RSS growth check)")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--page-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--metadata-batch", type=int, default=10)
+    p.add_argument("--skip-baseline", action="store_true")
+    args = p.parse_args()
+    stack: Stack | None = None
+    if os.environ.get("DATABASE_URL") and os.environ.get("NATS_URL"):
+        db, nats_url = os.environ["DATABASE_URL"], os.environ["NATS_URL"]
+    else:
+        stack = Stack(infra.DEV_DIR / f"bench-{os.getpid()}")
+        state = stack.ensure_infra(StackState())
+        db, nats_url = state.database_url, state.nats_url
+    results: list[Result] = []
+    print("| job | seconds | items/s | Plex requests | scanner peak RSS (MB) |\n|---|---:|---:|---:|---:|", flush=True)
+    try:
+        for n in range(1, args.sizes + 1):
+            results += asyncio.run(run_size(args, args.movies * n, args.shows * n, db, nats_url))
+    finally:
+        if stack is not None:
+            stack.down()
+    summarize(results)
+
+
+def summarize(results: list[Result]) -> None:
+    def find(pred: Callable[[Result], bool]) -> list[Result]:
+        return [r for r in results if pred(r)]
+
+    print()
+    for full in find(lambda r: r.job.endswith(": full")):
+        label = full.job.rsplit(":", 1)[0]
+        nothing = find(lambda r, lb=label: r.job == f"{lb}: incremental, nothing changed")  # type: ignore[misc]
+        base = find(lambda r, lb=label: r.job == f"{lb}: plexapi baseline, full")  # type: ignore[misc]
+        if nothing:
+            print(f"{label}: incremental (nothing changed) = {100 * nothing[0].seconds / full.seconds:.1f}% of full")
+        if base:
+            print(f"{label}: full scan is {base[0].seconds / full.seconds:.1f}x faster than the plexapi baseline")
+    peaks = [r.peak_rss_mb for r in find(lambda r: "plexapi" not in r.job)]
+    if peaks:
+        print(f"scanner peak RSS: {max(peaks):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""plexsync scanner: pages through Plex libraries, detects changes, maps paths and writes to the catalog."""

@@ -1,0 +1,92 @@
+"""``python -m plexsync.scanner``: run the scanner service; ``python -m plexsync.scanner migrate`` migrates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from plexsync.common.clients import peer_channel
+from plexsync.common.config import MissingSettingError
+from plexsync.common.db import create_engine, wait_for_database
+from plexsync.common.eventbus import EventBus
+from plexsync.common.grpc_server import ServiceApp
+from plexsync.common.logs import configure_logging
+from plexsync.scanner.events import EventPublisher
+from plexsync.scanner.manager import ScanManager
+from plexsync.scanner.migrate import migrate
+from plexsync.scanner.peers import GrpcCatalog, GrpcCredentials
+from plexsync.scanner.repository import ScanRepository
+from plexsync.scanner.server import ScannerServicer
+from plexsync.scanner.settings import ScannerSettings
+from plexsync.v1 import scanner_pb2_grpc
+from pydantic import ValidationError
+
+log = logging.getLogger("plexsync.scanner")
+
+
+async def serve(settings: ScannerSettings) -> None:
+    engine = create_engine(settings.database_url, schema="scanner", pool_size=4, application_name="plexsync-scanner")
+    bus = EventBus(
+        settings.nats_url,
+        events_stream=settings.events_stream,
+        jobs_stream=settings.jobs_stream,
+        events_max_age_hours=settings.events_max_age_hours,
+    )
+    catalog_channel = peer_channel(settings, settings.catalog_addr)
+    auth_channel = peer_channel(settings, settings.auth_addr)
+    servicer = ScannerServicer()
+    app = ServiceApp("scanner", settings)
+    app.add_service("plexsync.v1.ScannerService", scanner_pb2_grpc.add_ScannerServiceServicer_to_server, servicer)
+    managers: list[ScanManager] = []
+
+    async def ready() -> None:
+        await wait_for_database(engine)
+        await asyncio.to_thread(migrate, settings.database_url)
+        await bus.connect()
+        manager = ScanManager(
+            settings=settings,
+            catalog=GrpcCatalog(catalog_channel),
+            credentials=GrpcCredentials(auth_channel),
+            repository=ScanRepository(engine, stale_after=settings.scan_stale_seconds),
+            publisher=EventPublisher(bus),
+        )
+        await manager.start()
+        managers.append(manager)
+        servicer.attach(manager)
+
+    async def close() -> None:
+        for manager in managers:
+            await manager.close()
+        await catalog_channel.close()
+        await auth_channel.close()
+        await bus.close()
+        await engine.dispose()
+
+    app.on_shutdown(close)
+    await app.run(ready)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m plexsync.scanner", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    m = sub.add_parser("migrate", help="upgrade or downgrade the scanner schema")
+    m.add_argument("action", choices=["upgrade", "downgrade"], nargs="?", default="upgrade")
+    m.add_argument("revision", nargs="?", default="head")
+    args = parser.parse_args(argv)
+    try:
+        settings = ScannerSettings()
+        configure_logging("scanner", settings.log_level, settings.log_format)
+        settings.require("DATABASE_URL", "NATS_URL") if args.command is None else settings.require("DATABASE_URL")
+    except (MissingSettingError, ValidationError) as exc:
+        print(f"plexsync.scanner: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.command == "migrate":
+        migrate(settings.database_url, args.action, args.revision)
+        return
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Plex models -> catalog messages (Item, Collection), with local paths and file states applied."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+from urllib.parse import urlparse
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from plexsync.scanner.paths import NORMAL, FileStates, item_state
+from plexsync.scanner.plex_models import PlexMetadata, PlexPart, PlexTag
+from plexsync.v1 import common_pb2
+
+Kind: TypeAlias = common_pb2.ItemKind.ValueType
+KIND_BY_TYPE: dict[str, Kind] = {
+    "movie": common_pb2.ITEM_KIND_MOVIE,
+    "show": common_pb2.ITEM_KIND_SHOW,
+    "season": common_pb2.ITEM_KIND_SEASON,
+    "episode": common_pb2.ITEM_KIND_EPISODE,
+    "clip": common_pb2.ITEM_KIND_OTHER_VIDEO,
+}
+_STREAM_KINDS: dict[int, common_pb2.StreamKind.ValueType] = {
+    1: common_pb2.STREAM_KIND_VIDEO,
+    2: common_pb2.STREAM_KIND_AUDIO,
+    3: common_pb2.STREAM_KIND_SUBTITLE,
+}
+_CONTAINER_KINDS = (common_pb2.ITEM_KIND_SHOW, common_pb2.ITEM_KIND_SEASON)
+_CHILD_KINDS = (common_pb2.ITEM_KIND_SEASON, common_pb2.ITEM_KIND_EPISODE)
+
+
+def item_kind(meta: PlexMetadata, library_kind: int) -> Kind:
+    if library_kind == common_pb2.LIBRARY_KIND_OTHER_VIDEOS and meta.type in ("movie", "clip", "video"):
+        return common_pb2.ITEM_KIND_OTHER_VIDEO
+    return KIND_BY_TYPE.get(meta.type, common_pb2.ITEM_KIND_UNSPECIFIED)
+
+
+def ms(value: int) -> Duration:
+    d = Duration()
+    d.FromMilliseconds(value)
+    return d
+
+
+def ts(seconds: int) -> Timestamp | None:
+    if not seconds:
+        return None
+    t = Timestamp()
+    t.FromSeconds(seconds)
+    return t
+
+
+def artwork_source(url: str) -> str:
+    if url.startswith("/"):
+        return "plex"
+    return urlparse(url).hostname or ""
+
+
+def _art(kind: common_pb2.ArtworkKind.ValueType, url: str) -> common_pb2.Artwork:
+    art = common_pb2.Artwork(kind=kind, url=url, source=artwork_source(url))
+    if url.startswith("/"):
+        last = url.rstrip("/").rsplit("/", 1)[-1]
+        if last.isdigit():
+            art.updated_at.FromSeconds(int(last))
+    return art
+
+
+def artwork(meta: PlexMetadata) -> list[common_pb2.Artwork]:
+    out = []
+    if meta.thumb:
+        kind: common_pb2.ArtworkKind.ValueType = (
+            common_pb2.ARTWORK_KIND_THUMBNAIL if meta.type == "episode" else common_pb2.ARTWORK_KIND_POSTER
+        )
+        out.append(_art(kind, meta.thumb))
+    if meta.art:
+        out.append(_art(common_pb2.ARTWORK_KIND_FAN_ART, meta.art))
+    if meta.banner:
+        out.append(_art(common_pb2.ARTWORK_KIND_BANNER, meta.banner))
+    return out
+
+
+def credits(meta: PlexMetadata) -> list[common_pb2.Credit]:
+    out: list[common_pb2.Credit] = []
+    groups: tuple[tuple[common_pb2.CreditRole.ValueType, list[PlexTag]], ...] = (
+        (common_pb2.CREDIT_ROLE_ACTOR, meta.roles),
+        (common_pb2.CREDIT_ROLE_DIRECTOR, meta.directors),
+        (common_pb2.CREDIT_ROLE_WRITER, meta.writers),
+        (common_pb2.CREDIT_ROLE_PRODUCER, meta.producers),
+    )
+    for role, tags in groups:
+        for order, t in enumerate(tags):
+            out.append(
+                common_pb2.Credit(
+                    role=role,
+                    name=t.tag,
+                    character=t.role if role == common_pb2.CREDIT_ROLE_ACTOR else "",
+                    order=order,
+                    thumb_url=t.thumb,
+                    plex_tag_id=t.id or 0,
+                )
+            )
+    return out
+
+
+def guids(meta: PlexMetadata) -> list[common_pb2.ExternalGuid]:
+    out = []
+    for uri in meta.guids:
+        provider, sep, ext = uri.partition("://")
+        out.append(common_pb2.ExternalGuid(uri=uri, provider=provider if sep else "", external_id=ext if sep else uri))
+    return out
+
+
+def part_message(part: PlexPart, states: FileStates) -> common_pb2.MediaPart:
+    local, state = states.resolve(part.file)
+    msg = common_pb2.MediaPart(
+        plex_part_id=part.id,
+        plex_key=part.key,
+        plex_path=part.file,
+        local_path=local,
+        size_bytes=part.size,
+        duration=ms(part.duration),
+        container=part.container,
+        video_profile=part.video_profile,
+        audio_profile=part.audio_profile,
+        state=state,
+    )
+    for s in part.streams:
+        msg.streams.append(
+            common_pb2.MediaStream(
+                plex_stream_id=s.id,
+                kind=_STREAM_KINDS.get(s.stream_type, common_pb2.STREAM_KIND_UNSPECIFIED),
+                index=s.index or 0,
+                codec=s.codec,
+                language=s.language,
+                language_code=s.language_code,
+                title=s.title,
+                display_title=s.display_title,
+                is_default=s.default,
+                forced=s.forced,
+                width=s.width,
+                height=s.height,
+                channels=s.channels,
+                bitrate=s.bitrate,
+                profile=s.profile,
+                frame_rate=s.frame_rate,
+                audio_channel_layout=s.audio_channel_layout,
+                external_key=s.key if s.stream_type == 3 else "",
+            )
+        )
+    return msg
+
+
+def local_signature(meta: PlexMetadata, states: FileStates) -> list[str]:
+    """Where each file of a listing entry maps locally and its state (part of the ETag)."""
+    out = []
+    for media in meta.media:
+        for part in media.parts:
+            local, state = states.resolve(part.file)
+            out.append(f"{part.id}|{local}|{state}")
+    return out
+
+
+def to_item(
+    meta: PlexMetadata, *, library_id: str, library_kind: int, etag: str, states: FileStates
+) -> common_pb2.Item:
+    """A catalog Item from full metadata."""
+    kind = item_kind(meta, library_kind)
+    item = common_pb2.Item(
+        library_id=library_id,
+        kind=kind,
+        rating_key=meta.rating_key,
+        parent_rating_key=meta.parent_rating_key if kind in _CHILD_KINDS else "",
+        etag=etag,
+        title=meta.title,
+        sort_title=meta.title_sort or meta.title,
+        original_title=meta.original_title,
+        plot=meta.summary,
+        tagline=meta.tagline,
+        year=meta.year,
+        release_date=meta.originally_available_at,
+        content_rating=meta.content_rating,
+        index=(meta.index or 0) if kind in _CHILD_KINDS else 0,
+        parent_index=(meta.parent_index or 0) if kind == common_pb2.ITEM_KIND_EPISODE else 0,
+        duration=ms(meta.duration),
+        rating=meta.rating,
+        audience_rating=meta.audience_rating,
+        child_count=meta.child_count,
+        leaf_count=meta.leaf_count,
+        studios=[meta.studio] if meta.studio else [],
+        genres=[t.tag for t in meta.genres],
+        labels=[t.tag for t in meta.labels],
+        countries=[t.tag for t in meta.countries],
+        networks=[t.tag for t in meta.networks],
+        credits=credits(meta),
+        guids=guids(meta),
+        artwork=artwork(meta),
+        plex_guid=meta.guid,
+    )
+    for c in meta.chapters:
+        item.chapters.append(common_pb2.Chapter(index=c.index, title=c.tag, start=ms(c.start), end=ms(c.end)))
+    version_states: list[list[common_pb2.ItemState.ValueType]] = []
+    for m in meta.media:
+        version = common_pb2.MediaVersion(
+            plex_media_id=m.id,
+            duration=ms(m.duration),
+            bitrate=m.bitrate,
+            width=m.width,
+            height=m.height,
+            aspect_ratio=m.aspect_ratio,
+            audio_channels=m.audio_channels,
+            audio_codec=m.audio_codec,
+            video_codec=m.video_codec,
+            video_resolution=m.video_resolution,
+            container=m.container,
+            video_frame_rate=m.video_frame_rate,
+            video_profile=m.video_profile,
+        )
+        for p in m.parts:
+            version.parts.append(part_message(p, states))
+        version_states.append([p.state for p in version.parts])
+        item.media.append(version)
+    item.state = NORMAL if kind in _CONTAINER_KINDS else item_state(version_states)
+    added, updated = ts(meta.added_at), ts(meta.updated_at)
+    if added is not None:
+        item.plex_added_at.CopyFrom(added)
+    if updated is not None:
+        item.plex_updated_at.CopyFrom(updated)
+    return item
+
+
+def to_collection(meta: PlexMetadata, *, library_id: str, etag: str, members: list[str]) -> common_pb2.Collection:
+    coll = common_pb2.Collection(
+        library_id=library_id,
+        rating_key=meta.rating_key,
+        title=meta.title,
+        sort_title=meta.title_sort or meta.title,
+        summary=meta.summary,
+        smart=meta.smart,
+        child_count=meta.child_count,
+        etag=etag,
+        artwork=artwork(meta),
+        member_rating_keys=members,
+    )
+    added, updated = ts(meta.added_at), ts(meta.updated_at)
+    if added is not None:
+        coll.plex_added_at.CopyFrom(added)
+    if updated is not None:
+        coll.plex_updated_at.CopyFrom(updated)
+    return coll

@@ -1,0 +1,111 @@
+"""Change detection: an ETag per item from what Plex reports in a listing, and roll-ups for parents.
+
+An item's ETag is the SHA-1 of everything in its listing entry that changes when Plex's knowledge of
+the item changes: identity (ratingKey, key, type, guid, parent), ``addedAt``, ``updatedAt``, titles,
+indexes, dates, artwork paths, counts, external guids, every tag the listing carries (genre, label,
+country, network, collection, director, writer, producer, role with character), and the identity of
+every file — each Media id and each Part's id, key, file, size, duration, container and profiles,
+plus stream ids when the listing carries streams. That is a superset of what ErsatzTV's ``PlexEtag``
+hashes. The scanner also folds in where each file maps locally and whether it is there (`local`), so
+a changed path-replacement rule or a file appearing on disk is noticed like a change in Plex.
+
+Parents roll their children up: a season's ETag covers its own entry plus `Rollup` of its episodes'
+(ratingKey, ETag) pairs, a show's covers its own entry plus its seasons' ETags, so an episode whose
+file was replaced, added, moved or deleted changes its season's and show's ETags even when Plex does
+not bump their ``updatedAt``. A `Rollup` is order-independent and constant-size (XOR of per-child
+digests plus a count), so children can be folded in as they stream past.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from plexsync.scanner.plex_models import PlexMetadata, PlexTag
+
+_SEP = "\x1f"
+VERSION = "1"
+
+
+def _tags(name: str, tags: list[PlexTag]) -> str:
+    if not tags:
+        return ""
+    return name + "=" + "\x1e".join(f"{t.id}:{t.tag}:{t.role}:{t.rating_key}" for t in tags)
+
+
+def listing_fingerprint(meta: PlexMetadata) -> list[str]:
+    """The fields of a listing entry that take part in its ETag, as text."""
+    m = meta
+    parts: list[str] = [
+        VERSION,
+        m.rating_key,
+        m.key,
+        m.type,
+        m.guid,
+        m.parent_rating_key,
+        str(m.added_at),
+        str(m.updated_at),
+        m.title,
+        m.title_sort,
+        m.original_title,
+        str(m.index),
+        str(m.parent_index),
+        str(m.year),
+        m.originally_available_at,
+        m.thumb,
+        m.art,
+        m.banner,
+        str(m.child_count),
+        str(m.leaf_count),
+        "1" if m.smart else "0",
+        m.subtype,
+        str(m.duration),
+        "guids=" + ",".join(m.guids),
+        _tags("genre", m.genres),
+        _tags("label", m.labels),
+        _tags("country", m.countries),
+        _tags("network", m.networks),
+        _tags("collection", m.collections),
+        _tags("director", m.directors),
+        _tags("writer", m.writers),
+        _tags("producer", m.producers),
+        _tags("role", m.roles),
+    ]
+    for media in m.media:
+        parts.append(f"media={media.id}")
+        for p in media.parts:
+            parts.append(
+                f"part={p.id}|{p.key}|{p.file}|{p.size}|{p.duration}|{p.container}|{p.video_profile}|{p.audio_profile}"
+            )
+            if p.streams:
+                parts.append("streams=" + ",".join(str(s.id) for s in p.streams))
+    return parts
+
+
+def item_etag(meta: PlexMetadata, *, local: Iterable[str] = (), children: Rollup | None = None) -> str:
+    """The ETag of one item: its listing entry, its files' local state, and its children's roll-up."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(_SEP.join(listing_fingerprint(meta)).encode())
+    for entry in local:
+        h.update(b"\x1dlocal=" + entry.encode())
+    if children is not None:
+        h.update(b"\x1dchildren=" + children.digest().encode())
+    return h.hexdigest()
+
+
+class Rollup:
+    """An order-independent fold of children's (ratingKey, ETag) pairs, in constant memory."""
+
+    __slots__ = ("_acc", "count")
+
+    def __init__(self) -> None:
+        self._acc = 0
+        self.count = 0
+
+    def add(self, rating_key: str, etag: str) -> None:
+        d = hashlib.sha1(f"{rating_key}{_SEP}{etag}".encode(), usedforsecurity=False).digest()
+        self._acc ^= int.from_bytes(d, "big")
+        self.count += 1
+
+    def digest(self) -> str:
+        return f"{self.count}:{self._acc:040x}"

@@ -1,0 +1,60 @@
+"""The scanner's own tables (schema ``scanner``): the history of scans."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Index, Integer, MetaData, Text, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA = "scanner"
+# Scan statuses that hold a library's scan slot (PENDING, RUNNING).
+ACTIVE_STATUSES = (1, 2)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        schema=SCHEMA,
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "pk": "pk_%(table_name)s",
+        },
+    )
+
+
+class ScanRow(Base):
+    """One scan of one library; at most one PENDING or RUNNING per library (partial unique index)."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    library_id: Mapped[str] = mapped_column(Text, nullable=False)
+    server_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    mode: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    force: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    job_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    trace_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    error: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    # Which process runs the scan ("host:pid:boot-id") and when it last said so.
+    owner: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_scans_library_id_create_time", "library_id", "create_time"),
+        Index("ix_scans_create_time_id", "create_time", "id"),
+        Index(
+            "uq_scans_active_library",
+            "library_id",
+            unique=True,
+            postgresql_where=text("status IN (1, 2)"),
+        ),
+    )

@@ -1,0 +1,110 @@
+"""gRPC adapters for the scanner's peers (catalog, auth), implementing the domain's ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from plexsync.scanner.manager import PeerError
+from plexsync.scanner.plex_client import PlexCredentials
+from plexsync.v1 import auth_pb2, auth_pb2_grpc, catalog_pb2, catalog_pb2_grpc, common_pb2
+
+T = TypeVar("T")
+CALL_TIMEOUT = 30.0
+FINISH_TIMEOUT = 900.0
+
+
+def _translate(service: str, exc: grpc.aio.AioRpcError) -> Exception:
+    code = exc.code()
+    details = exc.details() or ""
+    if code == grpc.StatusCode.NOT_FOUND:
+        err = NotFoundError(service, "")
+        err.args = (details,)
+        return err
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPreconditionError(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError.single("request", f"{service}: {details}")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return UnavailableError(f"{service} is unavailable: {details}")
+    return PeerError(service, code.name, details)
+
+
+async def _call(service: str, fn: Callable[..., Awaitable[T]], request: Any, deadline: float = CALL_TIMEOUT) -> T:
+    try:
+        return await fn(request, timeout=deadline)
+    except grpc.aio.AioRpcError as exc:
+        raise _translate(service, exc) from None
+
+
+class GrpcCatalog:
+    """The catalog's scan-facing RPCs."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+
+    async def get_library(self, library_id: str) -> common_pb2.Library:
+        req = catalog_pb2.GetLibraryRequest(library_id=library_id)
+        resp: catalog_pb2.GetLibraryResponse = await _call("catalog", self._stub.GetLibrary, req)
+        return resp.library
+
+    async def list_path_replacements(self, server_id: str) -> list[common_pb2.PathReplacement]:
+        rules: list[common_pb2.PathReplacement] = []
+        token = ""
+        while True:
+            req = catalog_pb2.ListPathReplacementsRequest(server_id=server_id, page_size=1000, page_token=token)
+            resp = await _call("catalog", self._stub.ListPathReplacements, req)
+            rules.extend(resp.rules)
+            token = resp.next_page_token
+            if not token:
+                return rules
+
+    async def item_etags(self, library_id: str) -> AsyncIterator[catalog_pb2.ItemEtag]:
+        call = self._stub.GetItemEtags(catalog_pb2.GetItemEtagsRequest(library_id=library_id))
+        try:
+            async for chunk in call:
+                for etag in chunk.etags:
+                    yield etag
+        except grpc.aio.AioRpcError as exc:
+            raise _translate("catalog", exc) from None
+
+    async def write_items(
+        self, requests: AsyncIterator[catalog_pb2.WriteItemsRequest]
+    ) -> AsyncIterator[catalog_pb2.WriteItemsResponse]:
+        call = self._stub.WriteItems(requests)
+        try:
+            async for ack in call:
+                yield ack
+        except grpc.aio.AioRpcError as exc:
+            raise PeerError("catalog", exc.code().name, exc.details() or "") from None
+        finally:
+            call.cancel()
+
+    async def finish_scan(self, request: catalog_pb2.FinishScanRequest) -> catalog_pb2.FinishScanResponse:
+        # Marks every unseen item of the library: proportional to its size, so give it time.
+        return await _call("catalog", self._stub.FinishScan, request, FINISH_TIMEOUT)
+
+    async def register_libraries(
+        self, request: catalog_pb2.RegisterLibrariesRequest
+    ) -> catalog_pb2.RegisterLibrariesResponse:
+        return await _call("catalog", self._stub.RegisterLibraries, request)
+
+
+class GrpcCredentials:
+    """Credentials from AuthService (GetServerCredentials is allowed for the scanner identity only)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    async def credentials(self, server_id: str, *, recheck: bool = False) -> PlexCredentials:
+        req = auth_pb2.GetServerCredentialsRequest(server_id=server_id, recheck=recheck)
+        resp = await _call("auth", self._stub.GetServerCredentials, req)
+        if not resp.base_url:
+            raise UnavailableError(f"auth has no reachable connection for server {server_id}; run CheckServer")
+        return PlexCredentials(resp.base_url, resp.token, resp.client_identifier or "plexsync-scanner")
+
+    async def server_name(self, server_id: str) -> str:
+        resp = await _call("auth", self._stub.GetServer, auth_pb2.GetServerRequest(server_id=server_id))
+        return resp.server.name or server_id

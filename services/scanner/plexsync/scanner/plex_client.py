@@ -1,0 +1,299 @@
+"""A typed async client for the parts of the Plex Media Server API the scanner uses.
+
+One ``httpx.AsyncClient`` per server with HTTP keep-alive; the token travels only in the
+``X-Plex-Token`` header (never in a URL, so never in a log, span, event or error). Requests are
+bounded by a semaphore, retried with exponential backoff and full jitter on timeouts, dropped
+connections, unparseable bodies, 5xx and 429 (honouring ``Retry-After``). A 401 asks the credentials
+provider once for fresh credentials (``recheck``) and then gives up with `PlexUnauthorizedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from opentelemetry import trace
+from plexsync.scanner.plex_models import (
+    MetadataPage,
+    PlexMetadata,
+    PlexParseError,
+    PlexSection,
+    PlexTag,
+    ServerInfo,
+    parse_container,
+    parse_page,
+    parse_sections,
+    parse_server_info,
+    parse_tags,
+    total_size,
+)
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("plexsync.scanner.plex")
+
+PRODUCT = "plexsync"
+VERSION = "0.1.0"
+MAX_RETRY_AFTER_SECONDS = 60.0
+TYPE_MOVIE, TYPE_SHOW, TYPE_SEASON, TYPE_EPISODE, TYPE_COLLECTION = 1, 2, 3, 4, 18
+
+
+@dataclass(frozen=True, slots=True)
+class PlexCredentials:
+    base_url: str
+    token: str
+    client_identifier: str = "plexsync-scanner"
+
+    def __repr__(self) -> str:  # never show the token
+        return f"PlexCredentials(base_url={self.base_url!r}, token=<redacted>)"
+
+
+CredentialsProvider = Callable[[bool], Awaitable[PlexCredentials]]
+
+
+class PlexError(Exception):
+    """Plex could not answer a request; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int = 0, path: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.path = path
+
+
+class PlexUnauthorizedError(PlexError):
+    """Plex refused the token (401), even after asking for fresh credentials."""
+
+
+class PlexNotFoundError(PlexError):
+    """Plex has no such item or section (404)."""
+
+
+class PlexUnavailableError(PlexError):
+    """Plex stayed unreachable or failing (timeouts, dropped connections, 5xx, 429) after every retry."""
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_SECONDS)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+class PlexClient:
+    """``async with PlexClient(creds) as plex: await plex.sections()``."""
+
+    def __init__(
+        self,
+        credentials: PlexCredentials,
+        *,
+        refresh: CredentialsProvider | None = None,
+        fmt: Literal["json", "xml"] = "json",
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff: float = 0.2,
+        concurrency: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._creds = credentials
+        self._refresh = refresh
+        self._refreshed = False
+        self._refresh_lock = asyncio.Lock()
+        self.fmt = fmt
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self._sem = asyncio.Semaphore(concurrency)
+        self.requests = 0
+        self.retries = 0
+        headers = {
+            "Accept": "application/json" if fmt == "json" else "application/xml",
+            "X-Plex-Product": PRODUCT,
+            "X-Plex-Version": VERSION,
+            "X-Plex-Client-Identifier": credentials.client_identifier,
+            "X-Plex-Platform": "Python",
+            "X-Plex-Device": "plexsync-scanner",
+            "X-Plex-Token": credentials.token,
+        }
+        self._http = httpx.AsyncClient(
+            base_url=credentials.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._creds.base_url
+
+    async def __aenter__(self) -> PlexClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ transport
+    async def get(
+        self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        """GET ``path`` and return its MediaContainer (retrying what is worth retrying)."""
+        attempt = 0
+        token_used = self._creds.token
+        while True:
+            try:
+                async with self._sem:
+                    return await self._once(path, params, headers)
+            except _Retryable as exc:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise PlexUnavailableError(
+                        f"Plex at {self.base_url} failed {path} {attempt} times (last: {exc}); "
+                        "check that the server is up and not overloaded",
+                        status=exc.status,
+                        path=path,
+                    ) from None
+                self.retries += 1
+                delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                log.debug("retrying Plex request", extra={"path": path, "attempt": attempt, "error": str(exc)})
+                await asyncio.sleep(delay)
+            except PlexUnauthorizedError:
+                if not await self._renew(token_used):
+                    raise
+                token_used = self._creds.token
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff * (2 ** (attempt - 1)), 10.0)) + self.backoff / 4
+
+    async def _renew(self, token_used: str) -> bool:
+        """After a 401: ask once for fresh credentials (recheck). False when that was already tried."""
+        if self._refresh is None:
+            return False
+        async with self._refresh_lock:
+            if self._creds.token != token_used:
+                return True  # another request renewed meanwhile
+            if self._refreshed:
+                return False
+            self._refreshed = True
+            try:
+                creds = await self._refresh(True)
+            except Exception as exc:
+                log.warning("could not refresh Plex credentials", extra={"error": type(exc).__name__})
+                return False
+            self._creds = creds
+            self._http.base_url = httpx.URL(creds.base_url.rstrip("/"))
+            self._http.headers["X-Plex-Token"] = creds.token
+            return True
+
+    async def _once(
+        self, path: str, params: dict[str, str] | None, headers: dict[str, str] | None
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        with tracer.start_as_current_span("plex GET", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("plexsync.plex.path", path)
+            span.set_attribute("http.request.method", "GET")
+            self.requests += 1
+            try:
+                resp = await self._http.get(path, params=params, headers=headers)
+            except httpx.TimeoutException:
+                raise _Retryable("timed out") from None
+            except httpx.TransportError as exc:
+                raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+            status = resp.status_code
+            span.set_attribute("http.response.status_code", status)
+            if status == 200:
+                try:
+                    return parse_container(resp.content, resp.headers.get("content-type", "")), resp.headers
+                except PlexParseError as exc:
+                    raise _Retryable(str(exc), status) from None
+            if status == 429 or status >= 500:
+                raise _Retryable(f"HTTP {status}", status, _retry_after(resp.headers.get("Retry-After")))
+            if status == 401:
+                raise PlexUnauthorizedError(
+                    f"Plex at {self.base_url} refused the token (401) for {path}", status=401, path=path
+                )
+            if status == 404:
+                raise PlexNotFoundError(f"Plex has nothing at {path} (404)", status=404, path=path)
+            raise PlexError(f"Plex answered HTTP {status} for {path}", status=status, path=path)
+
+    # ------------------------------------------------------------------ API
+    async def server_info(self) -> ServerInfo:
+        container, _ = await self.get("/")
+        return parse_server_info(container)
+
+    async def sections(self) -> list[PlexSection]:
+        container, _ = await self.get("/library/sections")
+        return parse_sections(container)
+
+    async def count(self, path: str, params: dict[str, str] | None = None) -> int:
+        """How many items a listing holds (``X-Plex-Container-Size=0``: only ``totalSize`` comes back)."""
+        container, headers = await self.get(path, params, _page_headers(0, 0))
+        return total_size(container, headers)
+
+    async def pages(
+        self, path: str, params: dict[str, str] | None = None, *, page_size: int = 500
+    ) -> AsyncIterator[MetadataPage]:
+        """Page through a listing with X-Plex-Container-Start/Size; one page in memory at a time."""
+        start = 0
+        while True:
+            container, headers = await self.get(path, params, _page_headers(start, page_size))
+            page = parse_page(container)
+            if page.total_size is None:
+                page.total_size = total_size(container, headers)
+            yield page
+            start += len(page.items)
+            if not page.items or len(page.items) < page_size or start >= (page.total_size or 0):
+                return
+
+    def section_items(self, section_key: str, type_num: int, *, page_size: int) -> AsyncIterator[MetadataPage]:
+        return self.pages(
+            f"/library/sections/{section_key}/all", {"type": str(type_num), "includeGuids": "1"}, page_size=page_size
+        )
+
+    async def section_count(self, section_key: str, type_num: int) -> int:
+        return await self.count(f"/library/sections/{section_key}/all", {"type": str(type_num)})
+
+    def children(self, rating_key: str, *, page_size: int) -> AsyncIterator[MetadataPage]:
+        return self.pages(f"/library/metadata/{rating_key}/children", {"includeGuids": "1"}, page_size=page_size)
+
+    def all_leaves(self, rating_key: str, *, page_size: int) -> AsyncIterator[MetadataPage]:
+        return self.pages(f"/library/metadata/{rating_key}/allLeaves", {"includeGuids": "1"}, page_size=page_size)
+
+    def collection_children(self, rating_key: str, *, page_size: int) -> AsyncIterator[MetadataPage]:
+        return self.pages(f"/library/collections/{rating_key}/children", None, page_size=page_size)
+
+    async def metadata(self, rating_keys: Sequence[str]) -> list[PlexMetadata]:
+        """Full metadata (all credits, streams, chapters) of one or more items in one request."""
+        ids = ",".join(rating_keys)
+        container, _ = await self.get(f"/library/metadata/{ids}", {"includeChapters": "1"})
+        return parse_page(container).items
+
+    async def network_tags(self, section_key: str) -> list[PlexTag]:
+        container, _ = await self.get("/library/tags", {"type": "319", "librarySectionID": section_key})
+        return parse_tags(container)
+
+
+def _page_headers(start: int, size: int) -> dict[str, str]:
+    return {"X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(size)}
+
+
+async def collect(pages: AsyncIterator[MetadataPage]) -> list[PlexMetadata]:
+    """All items of a (small) listing, e.g. one show's seasons."""
+    out: list[PlexMetadata] = []
+    async for page in pages:
+        out.extend(page.items)
+    return out

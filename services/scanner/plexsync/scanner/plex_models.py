@@ -1,0 +1,454 @@
+"""Typed models of Plex Media Server answers, parsed from JSON or XML into the same shapes.
+
+Plex's JSON (``Accept: application/json``) and XML answers carry the same data in different shapes:
+arrays vs repeated child elements, numbers vs attribute strings, ``true`` vs ``1``, ``Video`` /
+``Directory`` elements vs a ``Metadata`` array. Both are first reduced to one "JSON-shaped" dict
+(`xml_to_container`), then every model is built from that dict by tolerant readers that accept a
+value in either representation and treat a missing attribute as "unknown". Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Raw = Mapping[str, Any]
+
+
+class PlexParseError(ValueError):
+    """An answer that is not a Plex MediaContainer (truncated, HTML error page, garbage)."""
+
+
+# ----------------------------------------------------------------------------- value readers
+def _str(d: Raw, key: str) -> str:
+    v = d.get(key)
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return v if isinstance(v, str) else str(v)
+
+
+def _int(d: Raw, key: str) -> int:
+    v = d.get(key)
+    if v is None or v == "":
+        return 0
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        try:
+            return int(float(v))
+        except (TypeError, ValueError):
+            return 0
+
+
+def _opt_int(d: Raw, key: str) -> int | None:
+    return None if d.get(key) in (None, "") else _int(d, key)
+
+
+def _float(d: Raw, key: str) -> float:
+    v = d.get(key)
+    if v is None or v == "":
+        return 0.0
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _bool(d: Raw, key: str) -> bool:
+    v = d.get(key)
+    if isinstance(v, str):
+        return v.lower() in ("1", "true", "yes")
+    return bool(v)
+
+
+def _num_text(d: Raw, key: str) -> str:
+    """A number Plex may send as JSON number or XML string, as canonical text (``23.976``)."""
+    v = d.get(key)
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int | float):
+        return repr(v) if isinstance(v, float) else str(v)
+    try:
+        f = float(v)
+    except ValueError:
+        return str(v)
+    return repr(f) if ("." in v or "e" in v.lower()) else str(int(f))
+
+
+def _list(d: Raw, key: str) -> list[Raw]:
+    v = d.get(key)
+    if not v:
+        return []
+    if isinstance(v, Mapping):
+        return [v]
+    return [x for x in v if isinstance(x, Mapping)]
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass(slots=True)
+class PlexTag:
+    """A tag (genre, label, person, network, collection...)."""
+
+    tag: str
+    id: int | None = None
+    role: str = ""  # an actor's character
+    thumb: str = ""
+    rating_key: str = ""  # collections carry the collection's ratingKey
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexTag:
+        return cls(_str(d, "tag"), _opt_int(d, "id"), _str(d, "role"), _str(d, "thumb"), _str(d, "ratingKey"))
+
+
+@dataclass(slots=True)
+class PlexStream:
+    id: int
+    stream_type: int
+    index: int | None
+    codec: str
+    language: str
+    language_code: str
+    title: str
+    display_title: str
+    default: bool
+    forced: bool
+    width: int
+    height: int
+    channels: int
+    bitrate: int
+    profile: str
+    frame_rate: str
+    audio_channel_layout: str
+    key: str
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexStream:
+        return cls(
+            id=_int(d, "id"),
+            stream_type=_int(d, "streamType"),
+            index=_opt_int(d, "index"),
+            codec=_str(d, "codec"),
+            language=_str(d, "language"),
+            language_code=_str(d, "languageCode"),
+            title=_str(d, "title"),
+            display_title=_str(d, "displayTitle"),
+            default=_bool(d, "default"),
+            forced=_bool(d, "forced"),
+            width=_int(d, "width"),
+            height=_int(d, "height"),
+            channels=_int(d, "channels"),
+            bitrate=_int(d, "bitrate"),
+            profile=_str(d, "profile"),
+            frame_rate=_num_text(d, "frameRate"),
+            audio_channel_layout=_str(d, "audioChannelLayout"),
+            key=_str(d, "key"),
+        )
+
+
+@dataclass(slots=True)
+class PlexPart:
+    id: int
+    key: str
+    file: str
+    size: int
+    duration: int
+    container: str
+    video_profile: str
+    audio_profile: str
+    streams: list[PlexStream]
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexPart:
+        return cls(
+            id=_int(d, "id"),
+            key=_str(d, "key"),
+            file=_str(d, "file"),
+            size=_int(d, "size"),
+            duration=_int(d, "duration"),
+            container=_str(d, "container"),
+            video_profile=_str(d, "videoProfile"),
+            audio_profile=_str(d, "audioProfile"),
+            streams=[PlexStream.parse(s) for s in _list(d, "Stream")],
+        )
+
+
+@dataclass(slots=True)
+class PlexMedia:
+    id: int
+    duration: int
+    bitrate: int
+    width: int
+    height: int
+    aspect_ratio: float
+    audio_channels: int
+    audio_codec: str
+    video_codec: str
+    video_resolution: str
+    container: str
+    video_frame_rate: str
+    video_profile: str
+    parts: list[PlexPart]
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexMedia:
+        return cls(
+            id=_int(d, "id"),
+            duration=_int(d, "duration"),
+            bitrate=_int(d, "bitrate"),
+            width=_int(d, "width"),
+            height=_int(d, "height"),
+            aspect_ratio=_float(d, "aspectRatio"),
+            audio_channels=_int(d, "audioChannels"),
+            audio_codec=_str(d, "audioCodec"),
+            video_codec=_str(d, "videoCodec"),
+            video_resolution=_str(d, "videoResolution"),
+            container=_str(d, "container"),
+            video_frame_rate=_str(d, "videoFrameRate"),
+            video_profile=_str(d, "videoProfile"),
+            parts=[PlexPart.parse(p) for p in _list(d, "Part")],
+        )
+
+
+@dataclass(slots=True)
+class PlexChapter:
+    index: int
+    tag: str
+    start: int
+    end: int
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexChapter:
+        return cls(_int(d, "index"), _str(d, "tag"), _int(d, "startTimeOffset"), _int(d, "endTimeOffset"))
+
+
+@dataclass(slots=True)
+class PlexMetadata:
+    """A movie, show, season, episode, clip or collection, from a listing or from full metadata."""
+
+    rating_key: str
+    key: str
+    type: str
+    guid: str = ""
+    title: str = ""
+    title_sort: str = ""
+    original_title: str = ""
+    summary: str = ""
+    tagline: str = ""
+    studio: str = ""
+    content_rating: str = ""
+    year: int = 0
+    originally_available_at: str = ""
+    index: int | None = None
+    parent_index: int | None = None
+    parent_rating_key: str = ""
+    grandparent_rating_key: str = ""
+    duration: int = 0
+    rating: float = 0.0
+    audience_rating: float = 0.0
+    child_count: int = 0
+    leaf_count: int = 0
+    added_at: int = 0
+    updated_at: int = 0
+    thumb: str = ""
+    art: str = ""
+    banner: str = ""
+    smart: bool = False
+    subtype: str = ""
+    genres: list[PlexTag] = field(default_factory=list)
+    labels: list[PlexTag] = field(default_factory=list)
+    countries: list[PlexTag] = field(default_factory=list)
+    networks: list[PlexTag] = field(default_factory=list)
+    directors: list[PlexTag] = field(default_factory=list)
+    writers: list[PlexTag] = field(default_factory=list)
+    producers: list[PlexTag] = field(default_factory=list)
+    roles: list[PlexTag] = field(default_factory=list)
+    collections: list[PlexTag] = field(default_factory=list)
+    guids: list[str] = field(default_factory=list)
+    media: list[PlexMedia] = field(default_factory=list)
+    chapters: list[PlexChapter] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexMetadata:
+        def tags(key: str) -> list[PlexTag]:
+            return [PlexTag.parse(t) for t in _list(d, key)]
+
+        return cls(
+            rating_key=_str(d, "ratingKey"),
+            key=_str(d, "key"),
+            type=_str(d, "type"),
+            guid=_str(d, "guid"),
+            title=_str(d, "title"),
+            title_sort=_str(d, "titleSort"),
+            original_title=_str(d, "originalTitle"),
+            summary=_str(d, "summary"),
+            tagline=_str(d, "tagline"),
+            studio=_str(d, "studio"),
+            content_rating=_str(d, "contentRating"),
+            year=_int(d, "year"),
+            originally_available_at=_str(d, "originallyAvailableAt"),
+            index=_opt_int(d, "index"),
+            parent_index=_opt_int(d, "parentIndex"),
+            parent_rating_key=_str(d, "parentRatingKey"),
+            grandparent_rating_key=_str(d, "grandparentRatingKey"),
+            duration=_int(d, "duration"),
+            rating=_float(d, "rating"),
+            audience_rating=_float(d, "audienceRating"),
+            child_count=_int(d, "childCount"),
+            leaf_count=_int(d, "leafCount"),
+            added_at=_int(d, "addedAt"),
+            updated_at=_int(d, "updatedAt"),
+            thumb=_str(d, "thumb"),
+            art=_str(d, "art"),
+            banner=_str(d, "banner"),
+            smart=_bool(d, "smart"),
+            subtype=_str(d, "subtype"),
+            genres=tags("Genre"),
+            labels=tags("Label"),
+            countries=tags("Country"),
+            networks=tags("Network"),
+            directors=tags("Director"),
+            writers=tags("Writer"),
+            producers=tags("Producer"),
+            roles=tags("Role"),
+            collections=tags("Collection"),
+            guids=[_str(g, "id") for g in _list(d, "Guid") if g.get("id")],
+            media=[PlexMedia.parse(m) for m in _list(d, "Media")],
+            chapters=[PlexChapter.parse(c) for c in _list(d, "Chapter")],
+        )
+
+
+@dataclass(slots=True)
+class PlexSection:
+    """A library section from ``/library/sections``."""
+
+    key: str
+    type: str
+    title: str
+    agent: str
+    scanner: str
+    language: str
+    uuid: str
+    locations: list[str]
+
+    @classmethod
+    def parse(cls, d: Raw) -> PlexSection:
+        return cls(
+            key=_str(d, "key"),
+            type=_str(d, "type"),
+            title=_str(d, "title"),
+            agent=_str(d, "agent"),
+            scanner=_str(d, "scanner"),
+            language=_str(d, "language"),
+            uuid=_str(d, "uuid"),
+            locations=[_str(loc, "path") for loc in _list(d, "Location")],
+        )
+
+
+@dataclass(slots=True)
+class MetadataPage:
+    """One page of a listing: its items and where it sits in the whole."""
+
+    items: list[PlexMetadata]
+    offset: int
+    total_size: int | None
+
+
+@dataclass(slots=True)
+class ServerInfo:
+    friendly_name: str
+    machine_identifier: str
+    version: str
+
+
+# ----------------------------------------------------------------------------- containers
+def xml_to_container(body: bytes) -> dict[str, Any]:
+    """Parse Plex XML into the dict JSON's ``MediaContainer`` would hold.
+
+    Attributes become string values; child elements become lists keyed by tag; under the container
+    ``Video`` and ``Directory`` elements are also listed under ``Metadata``, as JSON has them.
+    """
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise PlexParseError(f"Plex answered XML that does not parse: {exc}") from None
+    if root.tag != "MediaContainer":
+        raise PlexParseError(f"Plex answered <{root.tag}>, not a MediaContainer")
+    out = _element_dict(root)
+    meta = [out_child for el, out_child in _children(root) if el.tag in ("Video", "Directory", "Photo", "Track")]
+    if meta:
+        out["Metadata"] = meta
+    return out
+
+
+def _children(el: ET.Element) -> list[tuple[ET.Element, dict[str, Any]]]:
+    return [(c, _element_dict(c)) for c in el]
+
+
+def _element_dict(el: ET.Element) -> dict[str, Any]:
+    d: dict[str, Any] = dict(el.attrib)
+    for child in el:
+        d.setdefault(child.tag, []).append(_element_dict(child))
+    return d
+
+
+def json_to_container(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PlexParseError(f"Plex answered JSON that does not parse: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("MediaContainer"), dict):
+        raise PlexParseError("Plex answered JSON without a MediaContainer")
+    container: dict[str, Any] = data["MediaContainer"]
+    return container
+
+
+def parse_container(body: bytes, content_type: str) -> dict[str, Any]:
+    """The MediaContainer of an answer, whichever format it came in."""
+    head = body.lstrip()[:1]
+    if "json" in content_type or head == b"{":
+        return json_to_container(body)
+    if "xml" in content_type or head == b"<":
+        return xml_to_container(body)
+    raise PlexParseError(f"Plex answered {content_type or 'an unknown content type'}, expected JSON or XML")
+
+
+def parse_page(container: Raw) -> MetadataPage:
+    items = [PlexMetadata.parse(m) for m in _list(container, "Metadata")]
+    total = _opt_int(container, "totalSize")
+    return MetadataPage(items=items, offset=_int(container, "offset"), total_size=total)
+
+
+def parse_sections(container: Raw) -> list[PlexSection]:
+    return [PlexSection.parse(d) for d in _list(container, "Directory")]
+
+
+def parse_server_info(container: Raw) -> ServerInfo:
+    return ServerInfo(_str(container, "friendlyName"), _str(container, "machineIdentifier"), _str(container, "version"))
+
+
+def parse_tags(container: Raw) -> list[PlexTag]:
+    return [PlexTag.parse(d) for d in _list(container, "Directory")]
+
+
+def total_size(container: Raw, headers: Mapping[str, str] | None = None) -> int:
+    value = _opt_int(container, "totalSize")
+    if value is None and headers is not None:
+        raw = headers.get("X-Plex-Container-Total-Size")
+        value = int(raw) if raw and raw.isdigit() else None
+    return value if value is not None else _int(container, "size")
+
+
+def first(items: Sequence[PlexMetadata]) -> PlexMetadata | None:
+    return items[0] if items else None

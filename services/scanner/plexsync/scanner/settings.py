@@ -1,0 +1,25 @@
+"""Scanner settings, from the environment (see services/scanner/README.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from plexsync.common.config import CommonSettings
+from pydantic import Field
+
+
+class ScannerSettings(CommonSettings):
+    """CommonSettings plus the knobs of a scan."""
+
+    scan_page_size: int = Field(default=500, ge=1, le=10_000, validation_alias="PLEXSYNC_SCAN_PAGE_SIZE")
+    scan_concurrency: int = Field(default=8, ge=1, le=256, validation_alias="PLEXSYNC_SCAN_CONCURRENCY")
+    scan_batch_size: int = Field(default=200, ge=1, le=5_000, validation_alias="PLEXSYNC_SCAN_BATCH_SIZE")
+    scan_metadata_batch: int = Field(default=10, ge=1, le=100, validation_alias="PLEXSYNC_SCAN_METADATA_BATCH")
+    scan_progress_interval_seconds: float = Field(
+        default=0.5, gt=0, le=1.0, validation_alias="PLEXSYNC_SCAN_PROGRESS_INTERVAL_SECONDS"
+    )
+    plex_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PLEXSYNC_PLEX_TIMEOUT_SECONDS")
+    plex_max_retries: int = Field(default=5, ge=0, le=20, validation_alias="PLEXSYNC_PLEX_MAX_RETRIES")
+    plex_backoff_seconds: float = Field(default=0.2, gt=0, validation_alias="PLEXSYNC_PLEX_BACKOFF_SECONDS")
+    plex_format: Literal["json", "xml"] = Field(default="json", validation_alias="PLEXSYNC_PLEX_FORMAT")
+    scan_stale_seconds: float = Field(default=60.0, gt=0, validation_alias="PLEXSYNC_SCAN_STALE_SECONDS")
