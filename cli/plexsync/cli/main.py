@@ -55,7 +55,7 @@ def cmd_login(args: argparse.Namespace, svc: Services) -> int:
         err_console.print(f"Open [bold]{pin.auth_url}[/bold]\nand approve code [bold]{pin.code}[/bold]. Waiting…")
     request = auth_pb2.CompletePinLoginRequest(pin_id=pin.pin_id, discover_servers=True)
     if args.timeout:
-        request.timeout.FromSeconds(args.timeout)
+        request.timeout.FromMilliseconds(int(args.timeout * 1000))
     done = svc.call("auth", svc.auth.CompletePinLogin, request, timeout=None)
     if args.json:
         print_json(done)
@@ -293,12 +293,13 @@ def cmd_sync(args: argparse.Namespace, svc: Services) -> int:
     if args.json:
         print_json(finals)
     else:
-        _print_scans(finals)
+        _print_scans(finals, {library.id: library.name for library, _ in scans})
     failed = [scan for scan in finals if scan.status != common_pb2.SCAN_STATUS_COMPLETED]
     return 1 if failed else 0
 
 
-def _print_scans(scans: list[Any]) -> None:
+def _print_scans(scans: list[Any], names: dict[str, str] | None = None) -> None:
+    names = names or {}
     rows = []
     for scan in scans:
         c = scan.counts
@@ -308,7 +309,7 @@ def _print_scans(scans: list[Any]) -> None:
         rows.append(
             (
                 scan.id,
-                scan.library_id,
+                names.get(scan.library_id, scan.library_id),
                 enum_label(common_pb2.ScanMode.Name(scan.mode)),
                 enum_label(common_pb2.ScanStatus.Name(scan.status)),
                 c.seen,

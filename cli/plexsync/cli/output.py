@@ -12,7 +12,8 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output (scripts use --json; people read logs) is not cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -31,14 +32,16 @@ def print_json(data: Any) -> None:
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(table)
 
 
 def enum_label(name: str) -> str:
-    """ITEM_STATE_REMOTE_ONLY -> remote_only."""
+    """ITEM_STATE_REMOTE_ONLY -> remote_only; an unset value reads as "-"."""
+    if name.endswith("_UNSPECIFIED"):
+        return "-"
     for prefix in ("ITEM_KIND_", "ITEM_STATE_", "LIBRARY_KIND_", "SCAN_MODE_", "SCAN_STATUS_", "SERVER_STATUS_",
                    "CONNECTION_KIND_", "SERVER_SOURCE_"):  # fmt: skip
         if name.startswith(prefix):

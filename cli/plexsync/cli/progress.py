@@ -41,10 +41,9 @@ def watch_scans(svc: Services, scans: list[tuple[Any, Any]], *, show_progress: b
                 kind, payload = _describe(reply.event)
                 counts = getattr(payload, "counts", None)
                 if counts is not None:
-                    total = counts.total or None
-                    rate = getattr(payload, "items_per_second", 0.0)
-                    progress.update(task, completed=counts.seen, total=total, rate=f"{rate:.0f}",
-                                    errors=counts.failed)  # fmt: skip
+                    progress.update(task, completed=counts.seen, total=counts.total or None, errors=counts.failed)
+                if kind == "progress":
+                    progress.update(task, rate=f"{payload.items_per_second:.0f}")
                 if kind == "item_error":
                     progress.console.print(f"  [yellow]item {payload.rating_key}[/yellow]: {payload.message}")
                 if kind in _TERMINAL:

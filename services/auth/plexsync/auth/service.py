@@ -226,7 +226,9 @@ class AuthDomain:
             raise self._plextv_unavailable(exc) from None
         expires = datetime.fromtimestamp(pin.expires_at, UTC)
         async with self.sessions() as session, session.begin():
-            session.add(PinLogin(pin_id=pin.pin_id, code=pin.code, expires_at=expires))
+            # plex.tv owns PIN ids; a reused id means the old PIN is dead, so the new one replaces it.
+            await session.merge(PinLogin(pin_id=pin.pin_id, code=pin.code, expires_at=expires,
+                                         status=PinStatus.PENDING.value, account_id=None))  # fmt: skip
         # The PIN id is not logged: with the (non-secret) client identifier it fetches the token once approved.
         log.info("PIN login started", extra={"expires_at": expires.isoformat()})
         return PinStart(pin.pin_id, pin.code, self.auth_url(pin.code), expires)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
+from plexsync.devstack import infra
 from plexsync.devstack.process import ServiceStartError
 from plexsync.devstack.stack import Stack
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plexsync.devstack", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=infra.DEV_DIR, help="state folder (default .dev)")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start PostgreSQL, NATS, fakeplex and every service (idempotent)")
     up.add_argument("fakeplex_args", nargs=argparse.REMAINDER, help="extra fakeplex arguments after --")
@@ -20,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     env = sub.add_parser("env", help="print shell exports for talking to the stack as IDENTITY")
     env.add_argument("--identity", default="cli")
     args = parser.parse_args(argv)
-    stack = Stack()
+    stack = Stack(args.dir)
 
     if args.command == "up":
         extra = [a for a in args.fakeplex_args if a != "--"]

@@ -111,6 +111,21 @@ def summary(cli: Cli, seconds: float, title: str) -> dict[str, Any]:
     return dict(stats)
 
 
+def matches_fakeplex(stats: dict[str, Any], expected: dict[str, int]) -> bool:
+    """Compare the catalog's counts by kind with what fakeplex serves, and say so."""
+    found: dict[str, int] = {}
+    for row in stats.get("counts", []):
+        kind = row["kind"].removeprefix("ITEM_KIND_").lower()
+        kind = "movie" if kind == "other_video" else kind  # Plex serves other videos as movies
+        found[kind] = found.get(kind, 0) + int(row.get("count", 0))
+    found["collection"] = int(stats.get("collections", 0))
+    if found == expected:
+        console.print(f"[green]The catalog matches fakeplex:[/green] {found}")
+        return True
+    console.print(f"[red]The catalog does not match fakeplex:[/red] catalog {found}, fakeplex {expected}")
+    return False
+
+
 async def change_some_items(fakeplex_url: str) -> int:
     """Edit, re-version and delete a few items in fakeplex, as a Plex user would."""
     from plexsync.fakeplex.control import FakePlexControl
@@ -133,7 +148,11 @@ async def plex_requests(fakeplex_url: str) -> dict[str, int]:
 
 def run(keep: bool, sizes: dict[str, int]) -> int:
     started = time.monotonic()
-    stack = Stack()
+    # The demo has a stack of its own, started from empty every time, so it never mixes with `make up`.
+    demo_dir = infra.DEV_DIR / "demo"
+    Stack(demo_dir).down()
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    stack = Stack(demo_dir)
     console.rule("[bold]plexsync demo")
     console.print("Starting PostgreSQL, NATS, fakeplex (a Plex server with a demo library) and the services…")
     state: StackState = stack.up(fakeplex_args=fakeplex_args(sizes))
@@ -147,25 +166,28 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
         cli.run("login", "--timeout", "60")
         servers = cli.json("servers", "list")
         server_id = servers[0]["id"]
-        cli.run("paths", "set", server_id, f"/data={media_root}")
         cli.run("servers", "sync", server_id)
+        cli.run("paths", "set", server_id, f"/data={media_root}")
         for library in cli.json("libraries", "list"):
             if library.get("kind") == "LIBRARY_KIND_SHOWS":
                 cli.run("libraries", "remote-streaming", library["id"], "on")
         sync_started = time.monotonic()
         cli.run("sync", "--server", server_id, "--wait")
-        summary(cli, time.monotonic() - sync_started, "After the first sync")
+        stats = summary(cli, time.monotonic() - sync_started, "After the first sync")
+        if not matches_fakeplex(stats, counts):
+            return 1
 
         changed = asyncio.run(change_some_items(state.fakeplex_url))
         console.print(f"\nChanged {changed} items in fakeplex (edit, edit, new version, delete). Incremental sync:")
         sync_started = time.monotonic()
         cli.run("sync", "--server", server_id, "--wait")
         requests = asyncio.run(plex_requests(state.fakeplex_url))
-        metadata = sum(n for path, n in requests.items() if path.startswith("GET /library/metadata/{"))
+        metadata = sum(n for path, n in requests.items() if path == "GET /library/metadata/{ids}")
         console.print(f"The incremental sync took {time.monotonic() - sync_started:.1f}s and made "
-                      f"{sum(requests.values())} Plex requests, {metadata} of them for full metadata.")  # fmt: skip
+                      f"{sum(requests.values())} Plex requests; only {metadata} fetched full metadata "
+                      "(of the changed items); the rest were listings.")  # fmt: skip
         console.rule("Explore")
-        console.print('  eval "$(.venv/bin/python -m plexsync.devstack env)"   # talk to the running stack')
+        console.print(f'  eval "$(.venv/bin/python -m plexsync.devstack --dir {demo_dir} env)"   # with KEEP=1')
         console.print("  .venv/bin/plexsync items search 'orchard'")
         console.print("  .venv/bin/plexsync items list --state unavailable --limit 10")
         console.print("  .venv/bin/plexsync jobs list")
@@ -176,7 +198,9 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
         return 1
     finally:
         if keep:
-            console.print("The stack keeps running; stop it with `make down`.")
+            console.print(
+                f"The stack keeps running; stop it with `.venv/bin/python -m plexsync.devstack --dir {demo_dir} down`."
+            )
         else:
             stack.down()
             console.print("Stopped everything the demo started (run `make demo KEEP=1` to keep it running).")
