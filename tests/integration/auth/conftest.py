@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import socket
 import threading
@@ -18,7 +17,8 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 from plexsync.auth.crypto import new_key
-from plexsync.devstack.process import ChildProcess, log_tail, spawn
+from plexsync.devstack import process
+from plexsync.devstack.process import ChildProcess
 from plexsync.fakeplex import FakePlexControl
 from plexsync.v1 import auth_pb2_grpc
 
@@ -63,22 +63,14 @@ class FakePlexProcess:
 
 def start_fakeplex(directory: Path, *, seed: int, account_token: str | None = None) -> FakePlexProcess:
     directory.mkdir(parents=True, exist_ok=True)
-    ready = directory / f"fakeplex-{seed}.json"
     token = f"srvtok-{secrets.token_urlsafe(16)}"
     account = account_token or f"acctok-{secrets.token_urlsafe(16)}"
-    args = ["-m", "plexsync.fakeplex", "--host", "127.0.0.1", "--port", "0", "--token", token]
-    args += ["--account-token", account, "--ready-file", str(ready)]
+    args = ["--host", "127.0.0.1", "--port", "0", "--token", token, "--account-token", account]
     args += ["--control-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]
     args += ["--movies", "2", "--shows", "0", "--other-videos", "0", "--seed", str(seed)]
     args += ["--friendly-name", f"FakePlex {seed}"]
-    child = spawn("fakeplex", args, {}, directory / f"fakeplex-{seed}.log")
-    deadline = time.monotonic() + 20
-    while not ready.exists():
-        if not child.alive() or time.monotonic() > deadline:
-            child.stop(timeout=2)
-            raise RuntimeError(f"fakeplex did not start:\n{log_tail(child.log_file)}")
-        time.sleep(0.05)
-    return FakePlexProcess(child, json.loads(ready.read_text()), token, account)
+    child, info = process.start_fakeplex(args, directory / f"fakeplex-{seed}.log")
+    return FakePlexProcess(child, info, token, account)
 
 
 @pytest.fixture(scope="module")

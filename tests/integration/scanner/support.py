@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +10,7 @@ from typing import Any
 
 import grpc
 import httpx
-from plexsync.devstack.infra import free_port
-from plexsync.devstack.process import ChildProcess, spawn
+from plexsync.devstack.process import start_fakeplex
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, events_pb2, scanner_pb2, scanner_pb2_grpc
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -23,22 +19,11 @@ TERMINAL = ("completed", "failed", "cancelled")
 @contextmanager
 def fakeplex_process(log_dir: Path, *args: str) -> Iterator[dict[str, Any]]:
     """``python -m plexsync.fakeplex`` as a real process; yields its ready-file info (url, token...)."""
-    ready = log_dir / f"fakeplex-{os.getpid()}-{time.monotonic_ns()}.json"
-    port = free_port()
-    child: ChildProcess = spawn(
-        "fakeplex",
-        ["-m", "plexsync.fakeplex", "--port", str(port), "--ready-file", str(ready), "--remote-host", "",
-         "--relay-listen", "", *args],
-        {},
-        log_dir / "fakeplex.log",
-    )  # fmt: skip
+    child, info = start_fakeplex(
+        ["--port", "0", "--remote-host", "", "--relay-listen", "", *args], log_dir / "fakeplex.log", timeout=30
+    )
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if not child.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"fakeplex did not start: {(log_dir / 'fakeplex.log').read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield json.loads(ready.read_text())
+        yield info
     finally:
         child.stop(timeout=5)
 

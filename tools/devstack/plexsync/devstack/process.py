@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -103,3 +105,22 @@ def start_service(name: str, port: int, env: dict[str, str], log_dir: Path, time
         child.stop(timeout=5)
         raise
     return child
+
+
+def start_fakeplex(args: list[str], log_file: Path, *, timeout: float = 60) -> tuple[ChildProcess, dict[str, Any]]:
+    """Start `python -m plexsync.fakeplex ARGS` and wait for its ready file; return it and what the file says.
+
+    Use `--port 0` for a free port: the ready file tells the URL, token and connections.
+    """
+    ready = log_file.with_suffix(f".{time.monotonic_ns()}.ready.json")
+    child = spawn("fakeplex", ["-m", "plexsync.fakeplex", *args, "--ready-file", str(ready)], {}, log_file)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if not child.alive() or time.monotonic() > deadline:
+            child.stop(timeout=2)
+            raise ServiceStartError(f"fakeplex did not start:\n{log_tail(log_file)}")
+        time.sleep(0.05)
+    info: dict[str, Any] = json.loads(ready.read_text())
+    ready.unlink()
+    child.address = str(info["url"])
+    return child, info

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import importlib.util
 import json
 import os
 import secrets
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from plexsync.devstack import infra
-from plexsync.devstack.process import ChildProcess, log_tail, spawn, start_service
+from plexsync.devstack.process import ChildProcess, start_fakeplex, start_service
 
 # Services in start order (each needs the ones before it).
 SERVICES = ["catalog", "auth", "scanner", "scheduler"]
@@ -122,32 +120,10 @@ class Stack:
         pid = state.pids.get("fakeplex", 0)
         if pid and infra.pid_alive(pid):
             return
-        port = infra.free_port()
-        ready = self.dir / "fakeplex.ready"
-        with contextlib.suppress(FileNotFoundError):
-            ready.unlink()
-        args = [
-            "-m",
-            "plexsync.fakeplex",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--token",
-            FAKEPLEX_TOKEN,
-            "--ready-file",
-            str(ready),
-            *extra_args,
-        ]
-        child = spawn("fakeplex", args, {}, self.log_dir / "fakeplex.log")
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if not child.alive() or time.monotonic() > deadline:
-                child.stop(timeout=2)
-                raise RuntimeError(f"fakeplex did not start:\n{log_tail(child.log_file)}")
-            time.sleep(0.05)
+        args = ["--host", "127.0.0.1", "--port", "0", "--token", FAKEPLEX_TOKEN, *extra_args]
+        child, info = start_fakeplex(args, self.log_dir / "fakeplex.log")
         state.pids["fakeplex"] = child.pid
-        state.fakeplex_url = f"http://127.0.0.1:{port}"
+        state.fakeplex_url = str(info["url"])
         self.save(state)
 
     def down(self) -> list[str]:
