@@ -105,6 +105,8 @@ def setup_telemetry(service_name: str) -> Telemetry:
         _current = Telemetry(TracerProvider(), MeterProvider())
         return _current
     os.environ.setdefault("OTEL_SERVICE_NAME", service_name)
+    # Stable semantic conventions (http.request.method, url.full, db.system.name...) rather than the old ones.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
     resource = Resource.create({"service.namespace": "plexsync"})
     tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = []

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from google.protobuf.message import Message
+from opentelemetry import context as otel_context
 from plexsync.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class EventPublisher:
     def __init__(self, bus: Publisher | None, *, attempts: int = 3) -> None:
         self._bus = bus
         self._attempts = attempts
-        self._queue: asyncio.Queue[tuple[str, events_pb2.ScanEvent] | None] = asyncio.Queue(maxsize=10_000)
+        self._queue: asyncio.Queue[tuple[str, events_pb2.ScanEvent, otel_context.Context] | None] = asyncio.Queue(
+            maxsize=10_000
+        )
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.dropped = 0
@@ -83,7 +86,8 @@ class EventPublisher:
         if self._bus is None:
             return
         try:
-            self._queue.put_nowait((subject, event))
+            # The submitter's trace context travels with the event, so the publish span joins the scan's trace.
+            self._queue.put_nowait((subject, event, otel_context.get_current()))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -92,8 +96,9 @@ class EventPublisher:
             entry = await self._queue.get()
             if entry is None:
                 return
-            subject, event = entry
+            subject, event, trace_context = entry
             for attempt in range(1, self._attempts + 1):
+                token = otel_context.attach(trace_context)
                 try:
                     assert self._bus is not None
                     await self._bus.publish(subject, event, msg_id=event.event_id)
@@ -108,6 +113,8 @@ class EventPublisher:
                         )
                     else:
                         await asyncio.sleep(0.2 * attempt)
+                finally:
+                    otel_context.detach(token)
 
     async def drain(self, wait_seconds: float = 5.0) -> None:
         """Publish what is queued (bounded by ``wait_seconds``), then stop."""

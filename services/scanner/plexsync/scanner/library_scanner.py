@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
+from plexsync.common.metrics import METRICS
 from plexsync.scanner.convert import local_signature, to_collection, to_item
 from plexsync.scanner.etag import Rollup, item_etag, listing_fingerprint
 from plexsync.scanner.paths import FILE_NOT_FOUND, FileStates
@@ -164,7 +165,7 @@ class BatchWriter:
         self._collections: list[common_pb2.Collection] = []
         self._unchanged_seen = 0
         self._sequence = 0
-        self._in_flight: dict[int, tuple[int, int]] = {}
+        self._in_flight: dict[int, tuple[int, int, float]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.last_flush = time.monotonic()
@@ -191,7 +192,8 @@ class BatchWriter:
             sent = self._in_flight.pop(ack.sequence, None)
             if sent is None:
                 raise CatalogWriteError(f"catalog acknowledged unknown batch {ack.sequence}")
-            n_items, n_unchanged_seen = sent
+            n_items, n_unchanged_seen, sent_at = sent
+            METRICS.catalog_batch_duration.record(time.monotonic() - sent_at)
             c = self._counters
             c.added += ack.added
             c.updated += ack.updated
@@ -245,7 +247,7 @@ class BatchWriter:
                 seen_rating_keys=self._seen,
                 collections=self._collections,
             )
-            self._in_flight[self._sequence] = (len(self._items), self._unchanged_seen)
+            self._in_flight[self._sequence] = (len(self._items), self._unchanged_seen, time.monotonic())
             self._items, self._seen, self._collections, self._unchanged_seen = [], [], [], 0
             self.last_flush = time.monotonic()
             self._queue.put_nowait(req)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from plexsync.common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -28,6 +29,7 @@ from plexsync.common.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from plexsync.common.metrics import METRICS
 from plexsync.scanner.events import EventPublisher, ScanEmitter, ScanFeed
 from plexsync.scanner.library_scanner import CatalogWriteError, Counters, LibraryScanner, ScanOptions
 from plexsync.scanner.paths import FileStates, PathMapper
@@ -46,6 +48,36 @@ from plexsync.v1 import catalog_pb2, common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("plexsync.scanner")
+
+_MODE_LABELS = {common_pb2.SCAN_MODE_INCREMENTAL: "incremental", common_pb2.SCAN_MODE_DEEP: "deep"}
+
+
+def _record_outcome(
+    span: trace.Span,
+    library: common_pb2.Library,
+    mode: common_pb2.ScanMode.ValueType,
+    status: common_pb2.ScanStatus.ValueType,
+    counts: common_pb2.ScanCounts,
+    duration: float,
+    error: str,
+) -> None:
+    """Counts on the scan span, and the scan duration / items metrics (no span per item)."""
+    outcome = common_pb2.ScanStatus.Name(status).removeprefix("SCAN_STATUS_").lower()
+    kind = common_pb2.LibraryKind.Name(library.kind).removeprefix("LIBRARY_KIND_").lower()
+    span.set_attribute("plexsync.scan.outcome", outcome)
+    span.set_attribute("plexsync.library.kind", kind)
+    for name in ("seen", "total", "added", "updated", "unchanged", "failed", "missing", "fetched"):
+        span.set_attribute(f"plexsync.items.{name}", int(getattr(counts, name)))
+    if status != common_pb2.SCAN_STATUS_COMPLETED:
+        span.set_status(Status(StatusCode.ERROR, error[:200]))
+    attributes = {"plexsync.library.kind": kind, "plexsync.scan.mode": _MODE_LABELS.get(mode, "unspecified"),
+                  "plexsync.scan.outcome": outcome}  # fmt: skip
+    METRICS.scan_duration.record(duration, attributes)
+    for item_outcome in ("added", "updated", "unchanged", "failed"):
+        value = int(getattr(counts, item_outcome))
+        if value:
+            METRICS.scan_items.add(value, {"plexsync.library.kind": kind, "plexsync.item.outcome": item_outcome})
+
 
 OTHER_VIDEO_AGENTS = frozenset({"com.plexapp.agents.none", "tv.plex.agents.none"})
 RETAINED_FEEDS = 200
@@ -245,10 +277,11 @@ class ScanManager:
         error = ""
         code = ""
         with tracer.start_as_current_span("scan") as span:
-            span.set_attribute("plexsync.scan_id", str(rs.id))
-            span.set_attribute("plexsync.library_id", library.id)
-            span.set_attribute("plexsync.server_id", library.server_id)
-            span.set_attribute("plexsync.scan_mode", common_pb2.ScanMode.Name(rs.mode))
+            span.set_attribute("plexsync.scan.id", str(rs.id))
+            span.set_attribute("plexsync.library.id", library.id)
+            span.set_attribute("plexsync.server.id", library.server_id)
+            span.set_attribute("plexsync.scan.mode", _MODE_LABELS.get(rs.mode, "unspecified"))
+            METRICS.scans_running.add(1)
             try:
                 with contextlib.suppress(Exception):
                     server_name = await self.credentials.server_name(library.server_id) or server_name
@@ -313,6 +346,8 @@ class ScanManager:
                     await ticker
             duration = time.monotonic() - rs.started
             counts = rs.counters.to_proto()
+            METRICS.scans_running.add(-1)
+            _record_outcome(span, library, rs.mode, status, counts, duration, error)
             try:
                 # Persist first, so a watcher that sees the terminal event reads the final scan.
                 await asyncio.shield(self.repository.finish(rs.id, status, counts, error))

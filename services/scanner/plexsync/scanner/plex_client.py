@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from plexsync.common.metrics import METRICS
 from plexsync.scanner.plex_models import (
     MetadataPage,
     PlexMetadata,
@@ -203,32 +207,47 @@ class PlexClient:
     async def _once(
         self, path: str, params: dict[str, str] | None, headers: dict[str, str] | None
     ) -> tuple[dict[str, Any], httpx.Headers]:
-        with tracer.start_as_current_span("plex GET", kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute("plexsync.plex.path", path)
-            span.set_attribute("http.request.method", "GET")
+        endpoint = endpoint_template(path)
+        # One INTERNAL span per attempt; the httpx instrumentation adds the CLIENT span with http.* beneath it.
+        with tracer.start_as_current_span(f"plex GET {endpoint}") as span:
+            span.set_attribute("plexsync.plex.endpoint", endpoint)
             self.requests += 1
+            started = time.monotonic()
+            status = 0
             try:
-                resp = await self._http.get(path, params=params, headers=headers)
-            except httpx.TimeoutException:
-                raise _Retryable("timed out") from None
-            except httpx.TransportError as exc:
-                raise _Retryable(f"connection failed ({type(exc).__name__})") from None
-            status = resp.status_code
-            span.set_attribute("http.response.status_code", status)
-            if status == 200:
                 try:
-                    return parse_container(resp.content, resp.headers.get("content-type", "")), resp.headers
-                except PlexParseError as exc:
-                    raise _Retryable(str(exc), status) from None
-            if status == 429 or status >= 500:
-                raise _Retryable(f"HTTP {status}", status, _retry_after(resp.headers.get("Retry-After")))
-            if status == 401:
-                raise PlexUnauthorizedError(
-                    f"Plex at {self.base_url} refused the token (401) for {path}", status=401, path=path
+                    resp = await self._http.get(path, params=params, headers=headers)
+                except httpx.TimeoutException:
+                    raise _Retryable("timed out") from None
+                except httpx.TransportError as exc:
+                    raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+                status = resp.status_code
+                span.set_attribute("http.response.status_code", status)
+                if status == 200:
+                    try:
+                        return parse_container(resp.content, resp.headers.get("content-type", "")), resp.headers
+                    except PlexParseError as exc:
+                        raise _Retryable(str(exc), status) from None
+                if status == 429 or status >= 500:
+                    raise _Retryable(f"HTTP {status}", status, _retry_after(resp.headers.get("Retry-After")))
+                if status == 401:
+                    raise PlexUnauthorizedError(
+                        f"Plex at {self.base_url} refused the token (401) for {path}", status=401, path=path
+                    )
+                if status == 404:
+                    raise PlexNotFoundError(f"Plex has nothing at {path} (404)", status=404, path=path)
+                raise PlexError(f"Plex answered HTTP {status} for {path}", status=status, path=path)
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+                METRICS.plex_request_errors.add(
+                    1, {"plexsync.plex.endpoint": endpoint, "error.type": str(status) if status else type(exc).__name__}
                 )
-            if status == 404:
-                raise PlexNotFoundError(f"Plex has nothing at {path} (404)", status=404, path=path)
-            raise PlexError(f"Plex answered HTTP {status} for {path}", status=status, path=path)
+                raise
+            finally:
+                METRICS.plex_request_duration.record(
+                    time.monotonic() - started,
+                    {"plexsync.plex.endpoint": endpoint, "http.response.status_code": status},
+                )
 
     # ------------------------------------------------------------------ API
     async def server_info(self) -> ServerInfo:
@@ -285,6 +304,14 @@ class PlexClient:
     async def network_tags(self, section_key: str) -> list[PlexTag]:
         container, _ = await self.get("/library/tags", {"type": "319", "librarySectionID": section_key})
         return parse_tags(container)
+
+
+_IDS = re.compile(r"/[0-9][0-9,]*(?=/|$)")
+
+
+def endpoint_template(path: str) -> str:
+    """Low-cardinality name of a Plex path: /library/metadata/1,2,3/children -> /library/metadata/{id}/children."""
+    return _IDS.sub("/{id}", path)
 
 
 def _page_headers(start: int, size: int) -> dict[str, str]:

@@ -17,9 +17,8 @@ NO_TESTS_COLLECTED = 5
 
 
 def main(argv: list[str]) -> int:
-    state_dir = infra.DEV_DIR / "test-stack"
-    Stack(state_dir).down()
-    shutil.rmtree(state_dir, ignore_errors=True)  # every run starts from empty servers
+    # Every run starts from empty servers of its own, so two runs side by side don't share or stop each other's.
+    state_dir = infra.DEV_DIR / f"test-{os.getpid()}"
     stack = Stack(state_dir)
     state = stack.ensure_infra(StackState())
     env = {**os.environ, "DATABASE_URL": state.database_url, "NATS_URL": state.nats_url}
@@ -32,6 +31,7 @@ def main(argv: list[str]) -> int:
         code = subprocess.call([sys.executable, "-m", "pytest", *argv], env=env)
     finally:
         stack.down()
+        shutil.rmtree(state_dir, ignore_errors=True)
     if code == NO_TESTS_COLLECTED:
         print("pytest collected no tests: treating that as a failure", file=sys.stderr)
         return 1
