@@ -64,7 +64,7 @@ demo: install
 	$(PY) -m plexsync.devstack.demo $(if $(KEEP),--keep,)
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(if $(QUICK),--quick,)
 
 clean: down
 	rm -rf $(VENV) .dev node_modules libs/common/plexsync/v1/*_pb2*
