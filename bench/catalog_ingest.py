@@ -217,15 +217,17 @@ async def api_phases(
     for phase, expect in (("first ingest", "added"), ("unchanged re-send", "unchanged")):
         payloads = batches_bytes(library_id, items, size)
         catalog_proc, client_proc = psutil.Process(pid), psutil.Process()
+        # The catalog's own worker processes (PLEXSYNC_CATALOG_INGEST_WORKERS) count as catalog CPU.
+        catalog_procs = [catalog_proc, *catalog_proc.children(recursive=True)]
         pg_before = backend_cpu(database_url)
-        before = (cpu_seconds([catalog_proc]), 0.0, cpu_seconds([client_proc]))
+        before = (cpu_seconds(catalog_procs), 0.0, cpu_seconds([client_proc]))
         with RssSampler(pid) as rss:
             t0 = time.perf_counter()
             added, updated, unchanged = await stream_batches(channel, payloads)
             seconds = time.perf_counter() - t0
         pg_after = backend_cpu(database_url)
         pg_cpu = sum(v - pg_before.get(k, 0.0) for k, v in pg_after.items())
-        after = (cpu_seconds([catalog_proc]), pg_cpu, cpu_seconds([client_proc]))
+        after = (cpu_seconds(catalog_procs), pg_cpu, cpu_seconds([client_proc]))
         cpu = tuple((a - b) * 1e6 / len(items) for a, b in zip(after, before, strict=True))
         counts = {"added": added, "updated": updated, "unchanged": unchanged}
         if counts[expect] != len(items):
@@ -365,6 +367,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=0, help="repetitions (median); default 3 below 20k items, else 1")
     args = parser.parse_args()
     runs = args.runs or (3 if args.items < 20_000 else 1)
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     work = Path(tempfile.mkdtemp(prefix="bench-catalog-", dir=infra.DEV_DIR if infra.DEV_DIR.exists() else None))
     database_url, cleanup = database(args, work)
     token = secrets.token_urlsafe(18)
@@ -400,7 +403,8 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)  # kept (with the catalog log) only when the run failed
     print()
     print(f"catalog ingest: {args.items} movies (10 credits, 3 genres, 3 guids, 2 files x 4 streams), "
-          f"batches of {args.batch}, median of {runs} run(s), {os.cpu_count()} CPUs")  # fmt: skip
+          f"batches of {args.batch}, median of {runs} run(s), {os.cpu_count()} CPUs, "
+          f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after")  # fmt: skip
     header = f"| {'phase':<28} | {'items':>7} | {'seconds':>8} | {'items/s':>9} | {'peak RSS MB':>11} | {'vs ORM':>7} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -411,7 +415,7 @@ def main() -> int:
         rss = f"{r.rss_mb:.0f}" if r.rss_mb is not None else "-"
         print(f"| {r.phase:<28} | {r.items:>7} | {r.seconds:>8.2f} | {r.rate:>9,.0f} | {rss:>11} | {ratio:>7} |")
     print()
-    print("CPU per item (microseconds): catalog process / PostgreSQL backends / benchmark client")
+    print("CPU per item (microseconds): catalog process and its workers / PostgreSQL backends / benchmark client")
     for r in results:
         if r.cpu_us:
             print(f"  {r.phase:<20} {r.cpu_us[0]:7.0f} / {r.cpu_us[1]:7.0f} / {r.cpu_us[2]:7.0f}")

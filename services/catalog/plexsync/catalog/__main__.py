@@ -25,16 +25,18 @@ log = logging.getLogger("plexsync.catalog")
 async def serve(settings: CatalogSettings) -> None:
     store = Store(settings.database_url, pool_size=settings.db_pool_size)
     repository = Repository(store)
-    writer = Writer(store, max_batch_items=settings.max_batch_items)
+    writer = Writer(store, max_batch_items=settings.max_batch_items, workers=settings.ingest_workers)
     servicer = CatalogServicer(repository, writer, etag_chunk=settings.etag_chunk_size)
     app = ServiceApp("catalog", settings)
     app.add_service("plexsync.v1.CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)
+    app.on_shutdown(writer.close)
     app.on_shutdown(store.dispose)
 
     async def ready() -> None:
         await store.wait()
         if settings.migrate:
             await asyncio.to_thread(migrate, settings.database_url, "upgrade", "head")
+        await writer.start()
         log.info("catalog database ready")
 
     await app.run(ready)

@@ -147,12 +147,6 @@ class Rows:
     streams: list[tuple[Any, ...]] = field(default_factory=list)
     chapters: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def only(self, item_ids: set[uuid.UUID]) -> Rows:
-        """The rows of the given items only."""
-        return Rows(
-            **{name: [r for r in getattr(self, name) if r[0] in item_ids] for name in self.__dataclass_fields__}
-        )
-
 
 class Checker:
     """Collects field violations with their full paths."""

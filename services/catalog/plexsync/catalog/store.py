@@ -1,8 +1,8 @@
 """Access to PostgreSQL: the shared async SQLAlchemy engine, and psycopg cursors for set-based SQL.
 
 Hot paths (WriteItems, GetItemEtags, reads of full items) use the psycopg connection under the engine's pool:
-rows of new items go in with binary COPY, diffs of changed items send binary arrays to `unnest(...)`, so a
-batch of thousands of rows is a handful of statements.
+rows of new items go in with COPY (text payloads built in bulk, see `bulk`), diffs of changed items send
+binary arrays to `unnest(...)`, so a batch of thousands of rows is a handful of statements.
 """
 
 from __future__ import annotations
@@ -43,15 +43,11 @@ class Store:
                 yield cur
 
 
-async def copy_rows(
-    cur: psycopg.AsyncCursor[Any], table: str, cols: Sequence[Column], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """COPY rows into a table in binary format (rows of brand-new items, which cannot conflict)."""
+async def copy_text(cur: psycopg.AsyncCursor[Any], table: str, cols: Sequence[Column], data: bytes) -> None:
+    """COPY a prepared text-format payload (rows of brand-new items, which cannot conflict) in one write."""
     names = ", ".join(f'"{c}"' for c, _ in cols)
-    async with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([t for _, t in cols])
-        for row in rows:
-            await copy.write_row(row)
+    async with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+        await copy.write(data)
 
 
 def transpose(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

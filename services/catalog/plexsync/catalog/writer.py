@@ -11,19 +11,25 @@ never rewritten.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import multiprocessing
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
-from plexsync.catalog import ingest
+from plexsync.catalog import bulk, ingest
+from plexsync.catalog.bulk import Payloads
 from plexsync.catalog.ingest import Incoming, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
-from plexsync.catalog.store import Column, Store, copy_rows, delete_missing_sql, insert_sql, transpose
+from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
 from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -87,6 +93,11 @@ CHILD_TABLES: list[tuple[str, list[Column], int, str]] = [
     ("chapters", CHAPTER_COLS, 2, "chapters"),
 ]
 
+# Tables whose COPY text is built before the transaction (credits wait for their person ids).
+COPY_TABLES: list[tuple[str, list[Column], str]] = [("items", ITEM_COLS, "items")] + [
+    (table, cols, attr) for table, cols, _, attr in CHILD_TABLES if attr != "credits"
+]
+
 _ITEM_UPDATE = (
     "UPDATE items SET "
     + ", ".join(f'"{c}" = u."{c}"' for c, _ in ITEM_COLS[1:])
@@ -120,19 +131,46 @@ def lock_key(library_id: uuid.UUID) -> int:
     return int.from_bytes(library_id.bytes[:8], "big", signed=True)
 
 
-SPECULATE_SLICE = 100
+SPECULATE_MIN_ITEMS = 50  # smaller batches are flattened in-process (not worth a round trip to the worker)
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector around CPU-only bulk work.
+
+    Flattening a batch allocates tens of thousands of short-lived tuples without reference cycles (freed by
+    reference counting); each allocation burst would trigger collections that traverse the whole heap and
+    cost as much as the work itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _speculate_in_worker(
+    request_bytes: bytes,
+    ids: list[uuid.UUID],
+    states: list[int],
+    digests: list[bytes],
+    library_id: uuid.UUID,
+) -> Payloads | None:
+    with no_gc():
+        return bulk.speculate(request_bytes, ids, states, digests, library_id, COPY_TABLES)
 
 
 @dataclass
 class Prepared:
-    """A batch after the CPU-only work: parsed ids, hashed items, optional speculative rows."""
+    """A batch after the CPU-only work: parsed ids, hashed items, optional speculative COPY payloads."""
 
     request: catalog_pb2.WriteItemsRequest
     library_id: uuid.UUID
     scan_id: uuid.UUID | None
     incoming: list[Incoming]
     collections: list[ingest.CollectionIn]
-    speculative: Rows | None = None
+    speculative: asyncio.Future[Payloads | None] | None = None  # COPY payloads, being built by a worker
     speculative_ids: list[uuid.UUID] | None = None
 
 
@@ -158,74 +196,134 @@ class PeopleCache:
 
 
 class Writer:
-    def __init__(self, store: Store, *, max_batch_items: int = 10_000) -> None:
+    """WriteItems and FinishScan.
+
+    With `workers` > 0, the CPU work of the *next* batch of a stream (flattening every item as if new,
+    checking it and formatting its COPY text) runs in a process pool while PostgreSQL writes the current
+    batch, so the service uses a second core; `start()` spawns the pool, `close()` stops it. With 0 (or if the
+    pool breaks) everything runs in-process, with the same results.
+    """
+
+    def __init__(self, store: Store, *, max_batch_items: int = 10_000, workers: int = 0) -> None:
         self.store = store
         self.max_batch_items = max_batch_items
         self.people = PeopleCache()
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start(self) -> None:
+        if self.workers and self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(self._pool, bulk.warm_up) for _ in range(self.workers)))
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    def _speculate(self, prepared: Prepared, ids: list[uuid.UUID] | None = None) -> None:
+        """Start building COPY payloads of every item of the batch as if all were new, in the worker pool."""
+        pool = self._pool
+        if pool is None:
+            return
+        ids = ids or [ingest.uuid7() for _ in prepared.incoming]
+        args = (
+            prepared.request.SerializeToString(),
+            ids,
+            [inc.state for inc in prepared.incoming],
+            [inc.digest for inc in prepared.incoming],
+            prepared.library_id,
+        )
+        try:
+            future = asyncio.get_running_loop().run_in_executor(pool, _speculate_in_worker, *args)
+        except (BrokenProcessPool, RuntimeError):  # broken or shut down: this batch runs in-process
+            log.warning("ingest worker pool unavailable; flattening in-process")
+            return
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # results that are never awaited
+        prepared.speculative = future
+        prepared.speculative_ids = ids
+
+    async def _speculation(self, prep: Prepared) -> Payloads | None:
+        """The payloads the worker built for `prep` (None when it found violations or failed)."""
+        if prep.speculative is None:
+            return None
+        try:
+            return await prep.speculative
+        except BrokenProcessPool:
+            log.warning("ingest worker pool broke; starting a new one")
+            self._pool = None
+            await self.start()
+        except Exception:  # the exact in-process path still runs; never fail a batch for the optimisation
+            log.exception("speculative flattening failed")
+        return None
 
     async def write_batch(self, request: catalog_pb2.WriteItemsRequest) -> BatchResult:
         """One batch, one transaction."""
-        return await self.write_prepared(await self.prepare(request, speculate=False))
+        return await self.write_prepared(await self.prepare(request))
 
     async def write_stream(
         self, requests: AsyncIterator[catalog_pb2.WriteItemsRequest]
     ) -> AsyncIterator[tuple[catalog_pb2.WriteItemsRequest, BatchResult]]:
         """Batches of a WriteItems stream, in order, each in its own transaction.
 
-        While batch N is in the database, batch N+1 is read, hashed and (when the previous batch was mostly
-        new or changed items) flattened speculatively as if all its items were new, so Python and PostgreSQL
-        work at the same time. Transactions stay strictly sequential: batch N+1 is classified against the
-        committed state of batch N, so the result is exactly that of one batch after the other.
+        While batch N is in the database, batch N+1 is read and hashed and, as soon as batch N is classified
+        and turned out mostly new or changed, flattened speculatively as if all its items were new, in the
+        worker pool, so the service and PostgreSQL work at the same time. Transactions stay strictly
+        sequential: batch N+1 is classified against the committed state of batch N, so the result is exactly
+        that of one batch after the other.
         """
         iterator = aiter(requests)
+        loop = asyncio.get_running_loop()
 
-        async def read_and_prepare(speculate: bool) -> Prepared | None:
+        async def read_and_prepare(decided: asyncio.Future[bool] | None) -> Prepared | None:
             try:
                 request = await anext(iterator)
             except StopAsyncIteration:
                 return None
-            return await self.prepare(request, speculate=speculate)
+            prepared = await self.prepare(request)
+            if decided is not None and await decided and len(prepared.incoming) >= SPECULATE_MIN_ITEMS:
+                self._speculate(prepared)
+            return prepared
 
-        current = await read_and_prepare(False)
-        speculate = False
+        # The first batch has nothing to go by: it is sent to the worker once classified as all new (see
+        # write_prepared), so an unchanged re-send never pays for flattening.
+        current = await read_and_prepare(None)
         upcoming: asyncio.Task[Prepared | None] | None = None
         try:
             while current is not None:
-                upcoming = asyncio.create_task(read_and_prepare(speculate))
-                result = await self.write_prepared(current)
+                decided: asyncio.Future[bool] = loop.create_future()
+
+                def classified(mostly_written: bool, decided: asyncio.Future[bool] = decided) -> None:
+                    if not decided.done():
+                        decided.set_result(mostly_written)
+
+                upcoming = asyncio.create_task(read_and_prepare(decided))
+                try:
+                    result = await self.write_prepared(current, on_classified=classified)
+                finally:
+                    classified(False)
                 yield current.request, result
-                written = result.added + result.updated + result.restored
-                speculate = written * 2 > len(current.incoming)
                 current = await upcoming
         finally:
             if upcoming is not None and not upcoming.done():  # failed batch or caller gone: stop reading
                 upcoming.cancel()
 
-    async def prepare(self, request: catalog_pb2.WriteItemsRequest, *, speculate: bool) -> Prepared:
-        """Request checks and content hashes; with `speculate`, rows of every item as if it were new
-        (flattened in slices, yielding to the event loop so the previous batch's SQL keeps flowing)."""
+    async def prepare(self, request: catalog_pb2.WriteItemsRequest) -> Prepared:
+        """Request checks and content hashes (flattening is started later, by `_speculate`)."""
         library_id = ingest.parse_uuid(request.library_id, "library_id")
         assert library_id is not None
         scan_id = ingest.parse_uuid(request.scan_id, "scan_id", required=False)
-        incoming = ingest.prepare_batch(request, self.max_batch_items)
+        with no_gc():
+            incoming = ingest.prepare_batch(request, self.max_batch_items)
         collections = ingest.prepare_collections(request)
-        prepared = Prepared(request, library_id, scan_id, incoming, collections)
-        if speculate and incoming:
-            ids = [ingest.uuid7() for _ in incoming]
-            checker = ingest.Checker()
-            rows = Rows()
-            for start in range(0, len(incoming), SPECULATE_SLICE):
-                await asyncio.sleep(0)
-                for inc, item_id in zip(
-                    incoming[start : start + SPECULATE_SLICE], ids[start : start + SPECULATE_SLICE], strict=True
-                ):
-                    ingest.flatten_item(checker, inc, item_id, library_id, rows)
-            if not checker.violations:  # otherwise the real pass reports them (if the items must be written)
-                prepared.speculative = rows
-                prepared.speculative_ids = ids
-        return prepared
+        return Prepared(request, library_id, scan_id, incoming, collections)
 
-    async def write_prepared(self, prep: Prepared) -> BatchResult:
+    async def write_prepared(
+        self, prep: Prepared, *, on_classified: Callable[[bool], None] | None = None
+    ) -> BatchResult:
+        """One prepared batch in one transaction; `on_classified(mostly_written)` is called as soon as the
+        batch's items are known to be new/changed or not (the stream then starts flattening the next one)."""
         library_id, scan_id, incoming, collections = prep.library_id, prep.scan_id, prep.incoming, prep.collections
         request = prep.request
         result = BatchResult()
@@ -267,14 +365,27 @@ class Writer:
                     state_only.append((item_id, inc.state))
                 else:
                     changed.append((inc, item_id))
-            if prep.speculative is not None:
-                rows_new = prep.speculative if len(new) == len(incoming) else prep.speculative.only({i for _, i in new})
-            else:
-                rows_new = ingest.flatten_items(new, library_id)
-            rows_changed = ingest.flatten_items(changed, library_id)
-            new_people = await self._resolve_people(cur, rows_new, rows_changed)
-            await self._write_items(cur, rows_new, rows_changed, state_only)
-            await self._resolve_parents(cur, library_id, rows_new, rows_changed)
+            if on_classified is not None:
+                on_classified((len(new) + len(changed) + len(state_only)) * 2 > len(incoming))
+            if prep.speculative is None and len(new) == len(incoming) >= SPECULATE_MIN_ITEMS:
+                self._speculate(prep, [item_id for _, item_id in new])  # all new: flatten it in the worker anyway
+            speculative = await self._speculation(prep) if len(new) == len(incoming) else None
+            with no_gc():
+                payloads = speculative or bulk.copy_payloads(bulk.flatten_checked(new, library_id), COPY_TABLES)
+                rows_changed = bulk.flatten_checked(changed, library_id)
+            person_ids, new_people = await self._resolve_people(
+                cur, [*payloads.people, *(r[2] for r in rows_changed.credits)]
+            )
+            rows_changed.credits = [(r[0], r[1], person_ids[r[2]], r[3], r[4], r[5]) for r in rows_changed.credits]
+            await self._write_new(cur, payloads, person_ids)
+            await self._write_changed(cur, rows_changed, state_only)
+            await self._resolve_parents(
+                cur,
+                library_id,
+                [inc.item.rating_key for inc, _ in new],
+                [inc.item.rating_key for inc, _ in new if inc.item.parent_rating_key]
+                + [r[3] for r in rows_changed.items],
+            )
             if request.seen_rating_keys:
                 restored, existing = await self._restore_seen(cur, library_id, list(request.seen_rating_keys))
                 result.restored += restored
@@ -308,15 +419,24 @@ class Writer:
         if row[1] is not None:
             raise FailedPreconditionError(f"scan {scan_id} is finished; start a new scan with a new scan_id")
 
-    async def _resolve_people(self, cur: psycopg.AsyncCursor[Any], *row_sets: Rows) -> dict[tuple[str, int], int]:
-        """Map every credit's person key to people.id (inserting new people), rewriting the credit rows."""
+    async def _resolve_people(
+        self, cur: psycopg.AsyncCursor[Any], keys: list[tuple[str, int]]
+    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """people.id of every (name, Plex tag id), inserting new people: (all ids, ids not cached before)."""
         cache = self.people.ids
-        wanted = {r[2] for rows in row_sets for r in rows.credits}
+        ids: dict[tuple[str, int], int] = {}
+        missing: set[tuple[str, int]] = set()
+        for key in keys:
+            pid = cache.get(key)
+            if pid is None:
+                missing.add(key)
+            else:
+                ids[key] = pid
         found: dict[tuple[str, int], int] = {}
-        missing = sorted(k for k in wanted if k not in cache)
         if missing:
-            names = [k[0] for k in missing]
-            tags = [k[1] for k in missing]
+            ordered = sorted(missing)  # a stable order: concurrent writers lock people rows in the same order
+            names = [k[0] for k in ordered]
+            tags = [k[1] for k in ordered]
             await cur.execute(
                 "INSERT INTO people (name, plex_tag_id) SELECT * FROM unnest(%b::text[], %b::int8[]) "
                 "ON CONFLICT (name, plex_tag_id) DO NOTHING RETURNING id, name, plex_tag_id",
@@ -330,24 +450,30 @@ class Writer:
                     (names, tags),
                 )
                 found.update({(r[1], r[2]): r[0] for r in await cur.fetchall()})
-        for rows in row_sets:
-            rows.credits = [(r[0], r[1], cache.get(r[2]) or found[r[2]], r[3], r[4], r[5]) for r in rows.credits]
-        return found
+            ids.update(found)
+        return ids, found
 
-    async def _write_items(
-        self,
-        cur: psycopg.AsyncCursor[Any],
-        rows_new: Rows,
-        rows_changed: Rows,
-        state_only: list[tuple[uuid.UUID, int]],
+    async def _write_new(
+        self, cur: psycopg.AsyncCursor[Any], payloads: Payloads, person_ids: dict[tuple[str, int], int]
+    ) -> None:
+        """New items and their relationship rows: one COPY (text, prepared beforehand) per table."""
+        for table, cols, _ in COPY_TABLES:
+            data = payloads.tables.get(table)
+            if data:
+                await copy_text(cur, table, cols, data)
+        if payloads.credit_prefixes:
+            by_index = [person_ids[key] for key in payloads.people]
+            await copy_text(
+                cur,
+                "credits",
+                bulk.CREDIT_COPY_COLS,
+                bulk.credit_lines(payloads.credit_prefixes, map(by_index.__getitem__, payloads.credit_people)),
+            )
+
+    async def _write_changed(
+        self, cur: psycopg.AsyncCursor[Any], rows_changed: Rows, state_only: list[tuple[uuid.UUID, int]]
     ) -> None:
         width = len(ITEM_COLS)
-        if rows_new.items:
-            await copy_rows(cur, "items", ITEM_COLS, rows_new.items)
-            for table, cols, _, attr in CHILD_TABLES:
-                rows = getattr(rows_new, attr)
-                if rows:
-                    await copy_rows(cur, table, cols, rows)
         if rows_changed.items:
             await cur.execute(_ITEM_UPDATE, transpose(rows_changed.items, width))
             ids = [r[0] for r in rows_changed.items]
@@ -367,11 +493,10 @@ class Writer:
             )
 
     async def _resolve_parents(
-        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, rows_new: Rows, rows_changed: Rows
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, new_keys: list[str], written: list[str]
     ) -> None:
-        """Set parent_id from parent_rating_key for the written items, and adopt earlier orphans whose parent
-        arrived in this batch."""
-        written = [r[3] for r in rows_new.items if r[4]] + [r[3] for r in rows_changed.items]
+        """Set parent_id from parent_rating_key for the written items (new ones with a parent key, and changed
+        ones), and adopt earlier orphans whose parent arrived in this batch (`new_keys`)."""
         if written:
             await cur.execute(
                 "UPDATE items c SET parent_id = s.pid FROM ("
@@ -381,7 +506,6 @@ class Writer:
                 "WHERE c.id = s.id AND c.parent_id IS DISTINCT FROM s.pid",
                 (library_id, written),
             )
-        new_keys = [r[3] for r in rows_new.items]
         if new_keys:
             await cur.execute(
                 "UPDATE items c SET parent_id = p.id FROM items p "

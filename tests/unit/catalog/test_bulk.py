@@ -1,0 +1,117 @@
+"""The fast flattening path must build exactly the rows, and report exactly the violations, of the exact path."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from plexsync.catalog import bulk, ingest
+from plexsync.catalog.writer import COPY_TABLES, ITEM_COLS
+from plexsync.common.errors import InvalidArgumentError
+from plexsync.v1 import catalog_pb2, common_pb2
+
+from tests.integration.catalog.helpers import C, movie
+
+LIB = uuid.uuid4()
+
+
+def batch(*items: common_pb2.Item) -> list[tuple[ingest.Incoming, uuid.UUID]]:
+    request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=list(items))
+    return [(inc, ingest.uuid7()) for inc in ingest.prepare_batch(request, 100)]
+
+
+def outcome(fn: Callable[..., Any], b: list[tuple[ingest.Incoming, uuid.UUID]]) -> Any:
+    try:
+        return fn(b, LIB)
+    except InvalidArgumentError as exc:
+        return [(v.field, v.description) for v in exc.violations]
+
+
+def test_same_rows_as_the_exact_path() -> None:
+    items = [movie(str(n), credits=10, versions=2, genres=("Drama", "Action", "Comedy")) for n in range(1, 40)]
+    dup = movie("70")
+    dup.credits.append(dup.credits[1])  # Plex repeats people; the first credit wins in both paths
+    dup.guids.add(uri=dup.guids[0].uri, provider="other")
+    dup.artwork.append(dup.artwork[0])
+    dup.genres.append("Drama")
+    show = common_pb2.Item(kind=C.ITEM_KIND_SEASON, rating_key="80", parent_rating_key="79", index=2, leaf_count=3)
+    plot = movie("90", plot="Line one\nline\ttwo \\ three\r")
+    b = batch(*items, dup, show, plot)
+    fast = bulk.flatten_fast(b, LIB)
+    assert fast is not None and bulk.columns_ok(fast)
+    assert fast == ingest.flatten_items(b, LIB)
+
+
+def mutations() -> list[tuple[str, Callable[[common_pb2.Item], None]]]:
+    def stream(m: common_pb2.Item) -> Any:
+        return m.media[0].parts[0].streams[0]
+
+    return [
+        ("negative size", lambda m: setattr(m.media[0].parts[0], "size_bytes", -1)),
+        ("NaN rating", lambda m: setattr(m, "rating", math.nan)),
+        ("negative aspect", lambda m: setattr(m.media[0], "aspect_ratio", -1.0)),
+        ("long codec", lambda m: setattr(stream(m), "codec", "x" * 300)),
+        ("NUL in title", lambda m: setattr(m, "title", "a\x00b")),
+        ("NUL in character", lambda m: setattr(m.credits[1], "character", "\x00")),
+        ("bad stream kind", lambda m: setattr(stream(m), "kind", 99)),
+        ("dup stream", lambda m: setattr(m.media[0].parts[0].streams[1], "plex_stream_id", stream(m).plex_stream_id)),
+        ("dup media", lambda m: setattr(m.media[1], "plex_media_id", m.media[0].plex_media_id)),
+        ("dup chapter", lambda m: m.chapters.add(index=0, title="again")),
+        ("empty credit name", lambda m: setattr(m.credits[0], "name", "")),
+        ("bad role", lambda m: setattr(m.credits[0], "role", 0)),
+        ("bad year", lambda m: setattr(m, "year", 42)),
+        ("bad date", lambda m: setattr(m, "release_date", "yesterday")),
+        ("own parent", lambda m: setattr(m, "parent_rating_key", m.rating_key)),
+        ("empty genre", lambda m: m.genres.append("")),
+        ("bad dup credit", lambda m: m.credits.append(common_pb2.Credit(
+            role=m.credits[0].role, name=m.credits[0].name, plex_tag_id=m.credits[0].plex_tag_id, order=-1))),
+        ("bad dup guid", lambda m: m.guids.add(uri=m.guids[0].uri, provider="p" * 300)),
+        ("long derived provider", lambda m: m.guids.add(uri="x" * 300 + "://1")),  # accepted by both paths
+        ("bad part state", lambda m: setattr(m.media[0].parts[0], "state", 4)),
+        ("negative chapter", lambda m: m.chapters[0].start.FromSeconds(-1)),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,mutate", mutations(), ids=[n for n, _ in mutations()])
+def test_same_verdict_as_the_exact_path(name: str, mutate: Callable[[common_pb2.Item], None]) -> None:
+    bad = movie("5", versions=2)
+    mutate(bad)
+    b = batch(movie("1"), bad)
+    assert outcome(bulk.flatten_checked, b) == outcome(ingest.flatten_items, b)
+
+
+def test_copy_text_escapes_and_converts() -> None:
+    b = batch(movie("1", plot="a\\b\tc\nd\re"), common_pb2.Item(kind=C.ITEM_KIND_MOVIE, rating_key="2"))
+    rows = bulk.flatten_checked(b, LIB)
+    lines = bulk.copy_text(rows.items, [t for _, t in ITEM_COLS]).splitlines()
+    assert len(lines) == 2
+    first = lines[0].split("\t")
+    assert len(first) == len(ITEM_COLS)
+    assert first[ITEM_COLS.index(("plot", "text"))] == "a\\\\b\\tc\\nd\\re"
+    assert first[ITEM_COLS.index(("content_hash", "bytea"))] == "\\\\x" + rows.items[0][7].hex()
+    assert first[ITEM_COLS.index(("release_date", "date"))] == "1999-03-31"
+    second = lines[1].split("\t")
+    assert second[ITEM_COLS.index(("release_date", "date"))] == "\\N"
+    assert second[ITEM_COLS.index(("plex_added_at", "timestamptz"))] == "\\N"
+
+
+def test_speculate_payloads_and_credit_lines() -> None:
+    items = [movie("1"), movie("2")]
+    b = batch(*items)
+    request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=items)
+    ids = [i for _, i in b]
+    payloads = bulk.speculate(
+        request.SerializeToString(), ids, [inc.state for inc, _ in b], [inc.digest for inc, _ in b], LIB, COPY_TABLES
+    )
+    assert payloads is not None
+    assert payloads.tables["items"].count(b"\n") == 2 and "credits" not in payloads.tables
+    assert len(payloads.credit_prefixes) == 6 and len(payloads.people) == 3  # the same 3 people in both movies
+    lines = bulk.credit_lines(payloads.credit_prefixes, [100 + k for k in payloads.credit_people]).decode()
+    assert lines.splitlines()[0] == f"{ids[0]}\t{C.CREDIT_ROLE_DIRECTOR}\t0\t\t/people/0.jpg\t100"
+    bad = movie("3", year=5)
+    request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=[bad])
+    [(inc, item_id)] = batch(bad)
+    assert bulk.speculate(request.SerializeToString(), [item_id], [1], [inc.digest], LIB, COPY_TABLES) is None
