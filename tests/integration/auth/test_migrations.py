@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from plexsync.auth.models import SCHEMA, Base
+from plexsync.auth.migrate import MIGRATIONS
+from plexsync.auth.models import Base
 from plexsync.auth.repository import run_migrations
 from plexsync.common.db import sqlalchemy_url
 from sqlalchemy import create_engine
@@ -16,14 +17,7 @@ def test_migrations_match_the_models(database_url: str) -> None:
     engine = create_engine(sqlalchemy_url(database_url))
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(
-                conn,
-                opts={
-                    "include_schemas": True,
-                    "version_table_schema": SCHEMA,
-                    "include_name": lambda name, type_, parent: type_ != "schema" or name == SCHEMA,
-                },
-            )
+            context = MigrationContext.configure(conn, opts=MIGRATIONS.comparison_options())
             diff = compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()

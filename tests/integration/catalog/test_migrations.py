@@ -9,7 +9,7 @@ import sys
 import psycopg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from plexsync.catalog.migrate import _include_name, _include_object
+from plexsync.catalog.migrate import MIGRATIONS
 from plexsync.catalog.models import SCHEMA, Base
 from plexsync.common.db import sqlalchemy_url
 from sqlalchemy import create_engine, pool
@@ -56,13 +56,7 @@ def test_upgrade_matches_models_and_downgrade_empties(database_url: str) -> None
     with engine.connect() as conn:
         context = MigrationContext.configure(
             conn,
-            opts={
-                "include_schemas": True,
-                "include_object": _include_object,
-                "include_name": _include_name,
-                "version_table_schema": SCHEMA,
-                "compare_type": True,
-            },
+            opts=MIGRATIONS.comparison_options(),
         )
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()

@@ -8,25 +8,20 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from plexsync.auth.crypto import Sealed, TokenCipher, TokenDecryptionError, token_aad
+from plexsync.auth.migrate import MIGRATIONS
 from plexsync.auth.models import ClientIdentity, Token
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = logging.getLogger(__name__)
-ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 
 
 def run_migrations(database_url: str) -> None:
     """Upgrade the auth schema to head (blocking; run it in a thread from async code)."""
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["database_url"] = database_url
-    command.upgrade(config, "head")
+    MIGRATIONS.migrate(database_url)
 
 
 class Vault:
