@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import psutil
 from google.protobuf.json_format import MessageToDict, ParseDict
 from plexsync.common.errors import FailedPreconditionError
 from plexsync.scanner.models import ACTIVE_STATUSES, ScanRow
@@ -57,17 +58,11 @@ def to_proto(row: ScanRow) -> common_pb2.Scan:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a zombie counts as dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except (OSError, IndexError):
-        return True
 
 
 def owner_dead(owner: str) -> bool:
