@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,15 +83,24 @@ class Telemetry:
     logger_provider: Any = None
     exporting: bool = False
 
-    def shutdown(self) -> None:
-        """Flush and stop every exporter (called after the gRPC server drained)."""
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is None:
-                continue
-            try:
-                provider.shutdown()
-            except Exception:
-                log.warning("telemetry shutdown failed", exc_info=True)
+    def shutdown(self, timeout_seconds: float = 5.0) -> None:
+        """Flush and stop every exporter, giving up after `timeout_seconds` (a collector that is gone must not
+        hold a pod past its termination grace period)."""
+
+        def flush_all() -> None:
+            for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+                if provider is None:
+                    continue
+                try:
+                    provider.shutdown()
+                except Exception:
+                    log.warning("telemetry shutdown failed", exc_info=True)
+
+        worker = threading.Thread(target=flush_all, name="telemetry-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout_seconds)
+        if worker.is_alive():
+            log.warning("telemetry did not flush in time; exiting without it", extra={"seconds": timeout_seconds})
 
 
 _current: Telemetry | None = None
