@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import secrets
 import sys
@@ -54,6 +55,8 @@ class Result:
     items: int
     requests: int
     peak_rss_mb: float
+    cpu: dict[str, float] | None = None
+    phases: dict[str, float] | None = None
 
     @property
     def rate(self) -> float:
@@ -86,22 +89,90 @@ class PeakRss:
         self._thread.join()
 
 
-async def scan_all(scanner: Any, channel: Any, libs: list[str], ctl: FakePlexControl, pid: int, job: str) -> Result:
+def _group(proc: psutil.Process) -> str | None:
+    try:
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return None
+    for name in ("scanner", "catalog", "fakeplex", "auth"):
+        if f"plexsync.{name}" in cmd:
+            return name
+    if "multiprocessing" in cmd:  # a worker process: the catalog's ingest worker or the scanner's listing worker
+        try:
+            parent = proc.parent()
+        except psutil.Error:
+            return None
+        return _group(parent) if parent is not None else None
+    if cmd.startswith("postgres") or "/postgres " in cmd:
+        return "postgres"
+    return None
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this benchmark's processes, by service (and PostgreSQL)."""
+    out: dict[str, float] = {}
+    procs = psutil.Process().children(recursive=True)
+    marker = f"bench-{os.getpid()}"
+    for proc in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(proc.info["cmdline"] or []):
+            procs += [proc, *proc.children(recursive=True)]
+    for proc in {p.pid: p for p in procs}.values():
+        group = _group(proc)
+        if group is None:
+            continue
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[group] = out.get(group, 0.0) + t.user + t.system
+    return out
+
+
+def scan_phases(log: Path, scan_ids: set[str]) -> dict[str, float]:
+    """The scanner's "scan phases" log lines of these scans (INFO level), summed over the libraries."""
+    out: dict[str, float] = {}
+    if not log.exists():
+        return out
+    for line in log.read_text(errors="replace").splitlines():
+        if "scan phases" not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("scan_id") not in scan_ids:
+            continue
+        for k, v in record.items():
+            if k.endswith("_seconds"):
+                out[k.removesuffix("_seconds")] = out.get(k.removesuffix("_seconds"), 0.0) + float(v)
+    return out
+
+
+async def scan_all(
+    scanner: Any, channel: Any, libs: list[str], ctl: FakePlexControl, pid: int, job: str, log: Path
+) -> Result:
     await ctl.reset_stats()
+    scan_ids: set[str] = set()
     items = 0
+    cpu0 = cpu_snapshot()
     t0 = time.perf_counter()
     with PeakRss(pid) as rss:
         for lib in libs:
             started = await scanner.ScanLibrary(
                 scanner_pb2.ScanLibraryRequest(library_id=lib, mode=common_pb2.SCAN_MODE_INCREMENTAL)
             )
+            scan_ids.add(started.scan.id)
             events = await watch(channel, started.scan.id, 3600)
             last = events[-1]
             if last.WhichOneof("payload") != "completed":
                 raise RuntimeError(f"scan {started.scan.id} ended with {last}")
             items += last.completed.counts.seen
     seconds = time.perf_counter() - t0
-    return Result(job, seconds, items, await ctl.total_requests(), rss.peak / 1e6)
+    cpu1 = cpu_snapshot()
+    cpu = {k: v - cpu0.get(k, 0.0) for k, v in sorted(cpu1.items())}
+    await asyncio.sleep(0.2)  # let the scanner's log catch up
+    phases = scan_phases(log, scan_ids)
+    return Result(job, seconds, items, await ctl.total_requests(), rss.peak / 1e6, cpu, phases)
 
 
 def plexapi_baseline(url: str, token: str, database_url: str) -> Result:
@@ -172,7 +243,7 @@ async def run_size(
                     "PLEXSYNC_SCAN_BATCH_SIZE": str(args.batch_size),
                     "PLEXSYNC_SCAN_METADATA_BATCH": str(args.metadata_batch),
                 }
-                scanner_proc = stack.start("scanner", **env)
+                scanner_proc = stack.start("scanner", **env, PLEXSYNC_LOG_LEVEL="INFO")
                 auth_ch, scan_ch = stack.channel("auth"), stack.channel("scanner")
                 auth = auth_pb2_grpc.AuthServiceStub(auth_ch)
                 scanner = scanner_pb2_grpc.ScannerServiceStub(scan_ch)
@@ -186,7 +257,7 @@ async def run_size(
                     )
                     pid = scanner_proc.pid
                     for job in ("full", "incremental, nothing changed"):
-                        r = await scan_all(scanner, scan_ch, libs, ctl, pid, f"{label}: {job}")
+                        r = await scan_all(scanner, scan_ch, libs, ctl, pid, f"{label}: {job}", log_dir / "scanner.log")
                         out.append(r)
                         print(fmt(r), flush=True)
                     # 1% changed: titles of 1% of the movies and 1% of the episodes
@@ -200,7 +271,9 @@ async def run_size(
                             await ctl.change(rk, title=f"Changed {rk}")
 
                     await asyncio.gather(*(change(rk) for rk in changed))
-                    r = await scan_all(scanner, scan_ch, libs, ctl, pid, f"{label}: incremental, 1% changed")
+                    r = await scan_all(
+                        scanner, scan_ch, libs, ctl, pid, f"{label}: incremental, 1% changed", log_dir / "scanner.log"
+                    )
                     out.append(r)
                     print(fmt(r), flush=True)
                     if not args.skip_baseline:
@@ -230,7 +303,9 @@ async def _keys(fake: dict[str, Any], section: str, type_num: int) -> list[str]:
 
 
 def fmt(r: Result) -> str:
-    return f"| {r.job} | {r.seconds:.1f} | {r.rate:,.0f} | {r.requests:,} | {r.peak_rss_mb:.0f} |"
+    cpu = ", ".join(f"{k} {v:.1f}" for k, v in (r.cpu or {}).items())
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in (r.phases or {}).items())
+    return f"| {r.job} | {r.seconds:.1f} | {r.rate:,.0f} | {r.requests:,} | {r.peak_rss_mb:.0f} | {cpu} | {phases} |"
 
 
 def main() -> None:
@@ -243,7 +318,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--page-size", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--metadata-batch", type=int, default=10)
+    p.add_argument("--metadata-batch", type=int, default=50)
     p.add_argument("--skip-baseline", action="store_true")
     args = p.parse_args()
     stack: Stack | None = None
@@ -254,13 +329,20 @@ def main() -> None:
         state = stack.ensure_infra(StackState())
         db, nats_url = state.database_url, state.nats_url
     results: list[Result] = []
-    print("| job | seconds | items/s | Plex requests | scanner peak RSS (MB) |\n|---|---:|---:|---:|---:|", flush=True)
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(
+        "| job | seconds | items/s | Plex requests | scanner peak RSS (MB) | CPU seconds by process "
+        "| scanner phases (s) |\n"
+        "|---|---:|---:|---:|---:|---|---|",
+        flush=True,
+    )
     try:
         for n in range(1, args.sizes + 1):
             results += asyncio.run(run_size(args, args.movies * n, args.shows * n, db, nats_url))
     finally:
         if stack is not None:
             stack.down()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     summarize(results)
 
 

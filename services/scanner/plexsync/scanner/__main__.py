@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
@@ -24,6 +25,7 @@ from plexsync.v1 import scanner_pb2_grpc
 from pydantic import ValidationError
 
 log = logging.getLogger("plexsync.scanner")
+GC_THRESHOLD_YOUNG = 20_000
 
 
 async def serve(settings: ScannerSettings) -> None:
@@ -55,6 +57,11 @@ async def serve(settings: ScannerSettings) -> None:
         await manager.start()
         managers.append(manager)
         servicer.attach(manager)
+        # A scan allocates millions of short-lived, acyclic objects (parsed pages, protobufs); with the default
+        # thresholds the cyclic GC keeps re-traversing everything imported at start-up, ~20-30% of a listing's
+        # parse time. Freeze that heap (it lives as long as the process) and collect the young less often.
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD_YOUNG, 10, 10)
 
     async def close() -> None:
         for manager in managers:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeAlias
 from urllib.parse import urlparse
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.scanner.paths import NORMAL, FileStates, item_state
-from plexsync.scanner.plex_models import PlexMetadata, PlexPart, PlexTag
+from plexsync.scanner.plex_models import PlexMetadata, PlexPart, PlexTag, Raw, read_int, read_list, read_str
 from plexsync.v1 import common_pb2
 
 Kind: TypeAlias = common_pb2.ItemKind.ValueType
@@ -35,6 +36,8 @@ def item_kind(meta: PlexMetadata, library_kind: int) -> Kind:
 
 
 def ms(value: int) -> Duration:
+    if value >= 0:  # what FromMilliseconds does, without its normalisation (the hot path: every stream, chapter)
+        return Duration(seconds=value // 1000, nanos=(value % 1000) * 1_000_000)
     d = Duration()
     d.FromMilliseconds(value)
     return d
@@ -78,7 +81,14 @@ def artwork(meta: PlexMetadata) -> list[common_pb2.Artwork]:
 
 
 def credits(meta: PlexMetadata) -> list[common_pb2.Credit]:
-    out: list[common_pb2.Credit] = []
+    item = common_pb2.Item()
+    add_credits(item, meta)
+    return list(item.credits)
+
+
+def add_credits(item: common_pb2.Item, meta: PlexMetadata) -> None:
+    """Append the item's credits in place (``add`` builds each one where it lives: no copy)."""
+    add = item.credits.add
     groups: tuple[tuple[common_pb2.CreditRole.ValueType, list[PlexTag]], ...] = (
         (common_pb2.CREDIT_ROLE_ACTOR, meta.roles),
         (common_pb2.CREDIT_ROLE_DIRECTOR, meta.directors),
@@ -86,18 +96,16 @@ def credits(meta: PlexMetadata) -> list[common_pb2.Credit]:
         (common_pb2.CREDIT_ROLE_PRODUCER, meta.producers),
     )
     for role, tags in groups:
+        actor = role == common_pb2.CREDIT_ROLE_ACTOR
         for order, t in enumerate(tags):
-            out.append(
-                common_pb2.Credit(
-                    role=role,
-                    name=t.tag,
-                    character=t.role if role == common_pb2.CREDIT_ROLE_ACTOR else "",
-                    order=order,
-                    thumb_url=t.thumb,
-                    plex_tag_id=t.id or 0,
-                )
+            add(
+                role=role,
+                name=t.tag,
+                character=t.role if actor else "",
+                order=order,
+                thumb_url=t.thumb,
+                plex_tag_id=t.id or 0,
             )
-    return out
 
 
 def guids(meta: PlexMetadata) -> list[common_pb2.ExternalGuid]:
@@ -109,8 +117,15 @@ def guids(meta: PlexMetadata) -> list[common_pb2.ExternalGuid]:
 
 
 def part_message(part: PlexPart, states: FileStates) -> common_pb2.MediaPart:
+    version = common_pb2.MediaVersion()
+    add_part(version, part, states)
+    return version.parts[0]
+
+
+def add_part(version: common_pb2.MediaVersion, part: PlexPart, states: FileStates) -> common_pb2.MediaPart:
+    """Append a MediaPart (built in place, streams too) to a media version."""
     local, state = states.resolve(part.file)
-    msg = common_pb2.MediaPart(
+    msg = version.parts.add(
         plex_part_id=part.id,
         plex_key=part.key,
         plex_path=part.file,
@@ -122,28 +137,27 @@ def part_message(part: PlexPart, states: FileStates) -> common_pb2.MediaPart:
         audio_profile=part.audio_profile,
         state=state,
     )
+    add = msg.streams.add
     for s in part.streams:
-        msg.streams.append(
-            common_pb2.MediaStream(
-                plex_stream_id=s.id,
-                kind=_STREAM_KINDS.get(s.stream_type, common_pb2.STREAM_KIND_UNSPECIFIED),
-                index=s.index or 0,
-                codec=s.codec,
-                language=s.language,
-                language_code=s.language_code,
-                title=s.title,
-                display_title=s.display_title,
-                is_default=s.default,
-                forced=s.forced,
-                width=s.width,
-                height=s.height,
-                channels=s.channels,
-                bitrate=s.bitrate,
-                profile=s.profile,
-                frame_rate=s.frame_rate,
-                audio_channel_layout=s.audio_channel_layout,
-                external_key=s.key if s.stream_type == 3 else "",
-            )
+        add(
+            plex_stream_id=s.id,
+            kind=_STREAM_KINDS.get(s.stream_type, common_pb2.STREAM_KIND_UNSPECIFIED),
+            index=s.index or 0,
+            codec=s.codec,
+            language=s.language,
+            language_code=s.language_code,
+            title=s.title,
+            display_title=s.display_title,
+            is_default=s.default,
+            forced=s.forced,
+            width=s.width,
+            height=s.height,
+            channels=s.channels,
+            bitrate=s.bitrate,
+            profile=s.profile,
+            frame_rate=s.frame_rate,
+            audio_channel_layout=s.audio_channel_layout,
+            external_key=s.key if s.stream_type == 3 else "",
         )
     return msg
 
@@ -158,12 +172,28 @@ def local_signature(meta: PlexMetadata, states: FileStates) -> list[str]:
     return out
 
 
+def raw_local_signature(d: Raw, states: FileStates) -> list[str]:
+    """`local_signature` of a raw listing entry."""
+    out = []
+    for media in read_list(d, "Media"):
+        for part in read_list(media, "Part"):
+            local, state = states.resolve(read_str(part, "file"))
+            out.append(f"{read_int(part, 'id')}|{local}|{state}")
+    return out
+
+
 def to_item(
-    meta: PlexMetadata, *, library_id: str, library_kind: int, etag: str, states: FileStates
+    meta: PlexMetadata,
+    *,
+    library_id: str,
+    library_kind: int,
+    etag: str,
+    states: FileStates,
+    new: Callable[..., common_pb2.Item] = common_pb2.Item,
 ) -> common_pb2.Item:
-    """A catalog Item from full metadata."""
+    """A catalog Item from full metadata; ``new(**fields)`` makes the message (e.g. a request's ``items.add``)."""
     kind = item_kind(meta, library_kind)
-    item = common_pb2.Item(
+    item = new(
         library_id=library_id,
         kind=kind,
         rating_key=meta.rating_key,
@@ -189,13 +219,14 @@ def to_item(
         labels=[t.tag for t in meta.labels],
         countries=[t.tag for t in meta.countries],
         networks=[t.tag for t in meta.networks],
-        credits=credits(meta),
         guids=guids(meta),
         artwork=artwork(meta),
         plex_guid=meta.guid,
     )
+    add_credits(item, meta)
+    add_chapter = item.chapters.add
     for c in meta.chapters:
-        item.chapters.append(common_pb2.Chapter(index=c.index, title=c.tag, start=ms(c.start), end=ms(c.end)))
+        add_chapter(index=c.index, title=c.tag, start=ms(c.start), end=ms(c.end))
     version_states: list[list[common_pb2.ItemState.ValueType]] = []
     for m in meta.media:
         version = common_pb2.MediaVersion(
@@ -214,7 +245,7 @@ def to_item(
             video_profile=m.video_profile,
         )
         for p in m.parts:
-            version.parts.append(part_message(p, states))
+            add_part(version, p, states)
         version_states.append([p.state for p in version.parts])
         item.media.append(version)
     item.state = NORMAL if kind in _CONTAINER_KINDS else item_state(version_states)

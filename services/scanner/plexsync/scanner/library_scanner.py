@@ -16,6 +16,7 @@ failed or cancelled scan never marks anything missing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from plexsync.common.metrics import METRICS
-from plexsync.scanner.convert import local_signature, to_collection, to_item
-from plexsync.scanner.etag import Rollup, item_etag, listing_fingerprint
+from plexsync.scanner.convert import local_signature, raw_local_signature, to_collection, to_item
+from plexsync.scanner.etag import Rollup, item_etag, listing_fingerprint, raw_item_etag
+from plexsync.scanner.listing import Entry, ListingPool, PageDigest, digest_page
 from plexsync.scanner.paths import FILE_NOT_FOUND, FileStates
 from plexsync.scanner.plex_client import (
     TYPE_COLLECTION,
@@ -36,15 +38,21 @@ from plexsync.scanner.plex_client import (
     TYPE_SHOW,
     PlexClient,
     PlexError,
+    PlexNotFoundError,
     PlexUnauthorizedError,
     collect,
+    page_headers,
 )
-from plexsync.scanner.plex_models import PlexMetadata
+from plexsync.scanner.plex_models import PlexMetadata, Raw, read_str, total_size
 from plexsync.scanner.ports import Catalog
 from plexsync.v1 import catalog_pb2, common_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("plexsync.scanner")
+
+# Listing pages fetched ahead, and one in LISTING_LANES of them decoded in-process, the rest by the worker (which
+# has nothing else to do, while this process also receives every page and processes every entry).
+LISTING_AHEAD, LISTING_LANES = 3, 3
 
 ItemErrorHook = Callable[[str, str, str, int], Awaitable[None]]
 
@@ -86,7 +94,7 @@ class ScanOptions:
     page_size: int = 500
     concurrency: int = 8
     batch_size: int = 200
-    metadata_batch: int = 10
+    metadata_batch: int = 50
 
 
 class EtagMap:
@@ -94,12 +102,15 @@ class EtagMap:
 
     Numeric rating keys are stored as ints and hex SHA-1 ETags as 20 raw bytes; an item the catalog
     has as FILE_NOT_FOUND is stored with an empty digest, so it never matches and gets rewritten.
+    A key this scan has seen (listed, written or reported seen) has its digest turned into a ``bytearray``
+    in place (`mark_seen`), so "in the catalog but not seen by this scan" (`unseen`) needs no second
+    per-library structure.
     """
 
     __slots__ = ("_map",)
 
     def __init__(self) -> None:
-        self._map: dict[int | str, bytes] = {}
+        self._map: dict[int | str, bytes | bytearray] = {}
 
     @staticmethod
     def _key(rating_key: str) -> int | str:
@@ -120,6 +131,16 @@ class EtagMap:
     def unchanged(self, rating_key: str, etag: str) -> bool:
         have = self._map.get(self._key(rating_key))
         return bool(have) and have == self._digest(etag)
+
+    def mark_seen(self, rating_key: str) -> None:
+        key = self._key(rating_key)
+        have = self._map.get(key)
+        if have is not None and have.__class__ is bytes:
+            self._map[key] = bytearray(have)
+
+    def unseen(self) -> list[str]:
+        """Rating keys the catalog has (and not as FILE_NOT_FOUND) that this scan has not seen."""
+        return [str(k) for k, v in self._map.items() if v and v.__class__ is bytes]
 
     def __contains__(self, rating_key: object) -> bool:
         return isinstance(rating_key, str) and self._key(rating_key) in self._map
@@ -151,8 +172,11 @@ class BatchWriter:
         counters: Counters,
         batch_size: int,
         max_in_flight: int = 4,
+        on_seen: Callable[[str], None] | None = None,
     ) -> None:
         self._catalog = catalog
+        self._on_seen = on_seen
+        self._batch_keys: dict[str, int] = {}
         self._library_id = library_id
         self._scan_id = scan_id
         self._counters = counters
@@ -160,7 +184,7 @@ class BatchWriter:
         self._seen_cap = max(batch_size * 10, 1000)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queue: asyncio.Queue[catalog_pb2.WriteItemsRequest | None] = asyncio.Queue()
-        self._items: list[common_pb2.Item] = []
+        self._batch = catalog_pb2.WriteItemsRequest()  # items are built in place here (no copy per item)
         self._seen: list[str] = []
         self._collections: list[common_pb2.Collection] = []
         self._unchanged_seen = 0
@@ -210,11 +234,37 @@ class BatchWriter:
                 raise CatalogWriteError("catalog closed the WriteItems stream early")
 
     async def add_item(self, item: common_pb2.Item) -> None:
-        self._items.append(item)
-        if len(self._items) >= self._batch_size:
+        self.build_item(lambda new: _copied(new, item))
+        await self.flush_if_full()
+
+    async def flush_if_full(self) -> None:
+        if len(self._batch.items) >= self._batch_size:
             await self.flush()
 
+    def build_item(self, build: Callable[[Callable[..., common_pb2.Item]], common_pb2.Item]) -> None:
+        """Add the item ``build(new)`` makes with ``new(**fields)``, which creates it inside the batch request
+        (an Item built apart and then added would be copied). Call `flush_if_full` next."""
+        items = self._batch.items
+        size = len(items)
+        try:
+            item = build(items.add)
+        except BaseException:
+            if len(items) > size:
+                del items[size:]
+            raise
+        if self._on_seen is not None:
+            self._on_seen(item.rating_key)
+        at = self._batch_keys.get(item.rating_key)
+        if at is not None:
+            # Listed twice (offset paging while Plex changes): a batch may hold a rating key once; keep the newest.
+            items[at].CopyFrom(item)
+            del items[-1]
+            return
+        self._batch_keys[item.rating_key] = size
+
     async def add_seen(self, rating_key: str, *, unchanged: bool = True) -> None:
+        if self._on_seen is not None:
+            self._on_seen(rating_key)
         self._seen.append(rating_key)
         if unchanged:
             self._unchanged_seen += 1
@@ -228,7 +278,7 @@ class BatchWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            if not (self._items or self._seen or self._collections):
+            if not (self._batch.items or self._seen or self._collections):
                 return
             self._check_reader()
             acquire = asyncio.ensure_future(self._slots.acquire())
@@ -239,16 +289,13 @@ class BatchWriter:
                 self._check_reader()
                 raise CatalogWriteError("catalog closed the WriteItems stream early")
             self._sequence += 1
-            req = catalog_pb2.WriteItemsRequest(
-                library_id=self._library_id,
-                scan_id=self._scan_id,
-                sequence=self._sequence,
-                items=self._items,
-                seen_rating_keys=self._seen,
-                collections=self._collections,
-            )
-            self._in_flight[self._sequence] = (len(self._items), self._unchanged_seen, time.monotonic())
-            self._items, self._seen, self._collections, self._unchanged_seen = [], [], [], 0
+            req, self._batch = self._batch, catalog_pb2.WriteItemsRequest()
+            req.library_id, req.scan_id, req.sequence = self._library_id, self._scan_id, self._sequence
+            req.seen_rating_keys.extend(self._seen)
+            req.collections.extend(self._collections)
+            self._in_flight[self._sequence] = (len(req.items), self._unchanged_seen, time.monotonic())
+            self._seen, self._collections, self._unchanged_seen = [], [], 0
+            self._batch_keys = {}
             self.last_flush = time.monotonic()
             self._queue.put_nowait(req)
 
@@ -268,6 +315,12 @@ class BatchWriter:
             self._reader.cancel()
             with contextlib.suppress(BaseException):
                 await self._reader
+
+
+def _copied(new: Callable[..., common_pb2.Item], item: common_pb2.Item) -> common_pb2.Item:
+    out = new()
+    out.CopyFrom(item)
+    return out
 
 
 @dataclass(slots=True)
@@ -301,7 +354,9 @@ class LibraryScanner:
     start_time: float = field(default_factory=time.time)
     phase: str = "starting"
     etags: EtagMap = field(default_factory=EtagMap)
+    listing_pool: ListingPool | None = None
     _writer: BatchWriter | None = None
+    _etags_loading: asyncio.Task[EtagMap] | None = None
     _fetch_slots: asyncio.Semaphore | None = None
 
     @property
@@ -319,7 +374,9 @@ class LibraryScanner:
             span.set_attribute("plexsync.library_id", lib.id)
             span.set_attribute("plexsync.scan_id", self.scan_id)
             self.phase = "listing"
-            self.etags = await EtagMap.load(self.catalog.item_etags(lib.id))
+            timer = _PhaseTimer()
+            # The catalog's ETags load while the first listing page is fetched (`_ensure_etags` before use).
+            self._etags_loading = asyncio.create_task(EtagMap.load(self.catalog.item_etags(lib.id)))
             self._fetch_slots = asyncio.Semaphore(self.options.concurrency * 2)
             async with BatchWriter(
                 self.catalog,
@@ -327,19 +384,45 @@ class LibraryScanner:
                 scan_id=self.scan_id,
                 counters=self.counters,
                 batch_size=self.options.batch_size,
+                on_seen=lambda rating_key: self.etags.mark_seen(rating_key),
             ) as writer:
                 self._writer = writer
-                if lib.kind == common_pb2.LIBRARY_KIND_SHOWS:
-                    await self._scan_shows()
-                else:
-                    await self._scan_flat()
+                try:
+                    if lib.kind == common_pb2.LIBRARY_KIND_SHOWS:
+                        await self._scan_shows()
+                    else:
+                        await self._scan_flat()
+                    await self._ensure_etags()
+                finally:
+                    if self._etags_loading is not None:  # the scan failed before it needed them
+                        self._etags_loading.cancel()
+                        with contextlib.suppress(BaseException):
+                            await self._etags_loading
+                        self._etags_loading = None
+                timer.lap("items")
+                await self._verify_unseen()
+                timer.lap("verify")
                 await self._scan_collections()
+                timer.lap("collections")
                 self.phase = "finishing"
+            timer.lap("last_acks")
             request = catalog_pb2.FinishScanRequest(library_id=lib.id, scan_id=self.scan_id, mode=self.mode)
             request.start_time.FromNanoseconds(int(self.start_time * 1e9))
             result = await self.catalog.finish_scan(request)
+            timer.lap("finish")
             self.counters.missing = result.missing
+            for name, seconds in timer.laps.items():
+                span.set_attribute(f"plexsync.scan.phase.{name}_seconds", round(seconds, 3))
+            log.info(
+                "scan phases",
+                extra={"scan_id": self.scan_id, "requests": self.plex.requests, **timer.rounded()},
+            )
             return result
+
+    async def _ensure_etags(self) -> None:
+        if self._etags_loading is not None:
+            self.etags = await self._etags_loading
+            self._etags_loading = None
 
     async def periodic_flush(self, interval: float = 1.0) -> None:
         """Flush partial batches regularly, so progress is visible on slow servers."""
@@ -349,8 +432,9 @@ class LibraryScanner:
                 await self._writer.flush()
 
     # ------------------------------------------------------------------ decisions
-    def _etag(self, meta: PlexMetadata, children: Rollup | None = None) -> str:
-        return item_etag(meta, local=local_signature(meta, self.states), children=children)
+    def _etag(self, entry: Raw, children: Rollup | None = None) -> str:
+        """The ETag of a raw listing entry (see etag.py; equal to ``item_etag`` of the parsed entry)."""
+        return raw_item_etag(entry, local=raw_local_signature(entry, self.states), children=children)
 
     def _changed(self, rating_key: str, etag: str) -> bool:
         return self.deep or not self.etags.unchanged(rating_key, etag)
@@ -360,21 +444,69 @@ class LibraryScanner:
         key = self.library.plex_key
         async with task_group() as tg:
             pending: list[_Pending] = []
-            async for page in self.plex.section_items(key, TYPE_MOVIE, page_size=self.options.page_size):
-                self.counters.total = page.total_size or 0
+            async for total, entries in self._entries(key, TYPE_MOVIE):
+                self.counters.total = total
                 self.phase = "fetching"
-                for meta in page.items:
+                for rating_key, _, title, etag in entries:
                     self.counters.seen += 1
-                    etag = self._etag(meta)
-                    if self._changed(meta.rating_key, etag):
-                        pending.append(_Pending(meta.rating_key, etag, meta.title))
+                    if self._changed(rating_key, etag):
+                        pending.append(_Pending(rating_key, etag, title))
                         if len(pending) >= self.options.metadata_batch:
                             await self._spawn(tg, pending)
                             pending = []
                     else:
-                        await self.writer.add_seen(meta.rating_key)
+                        await self.writer.add_seen(rating_key)
             if pending:
                 await self._spawn(tg, pending)
+
+    async def _entries(self, section_key: str, type_num: int) -> AsyncIterator[tuple[int, list[Entry]]]:
+        """A section listing as (totalSize, entries with ETags) per page, in order.
+
+        After the first page, `LISTING_AHEAD` pages are fetched ahead; the listing worker process decodes two of
+        every three, this one the third (see listing.py), so a long listing uses two cores. Pages are planned from the
+        first page's totalSize; if the last one came back full (Plex added items meanwhile) paging goes on.
+        """
+        ps = self.options.page_size
+        path = f"/library/sections/{section_key}/all"
+        params = {"type": str(type_num), "includeGuids": "1"}
+        pool = self.listing_pool if self.listing_pool is not None and self.listing_pool.usable(self.states) else None
+
+        async def page(start: int, remote: bool) -> PageDigest:
+            async def decode(body: bytes, content_type: str) -> PageDigest:
+                if remote and pool is not None:
+                    return await pool.digest(body, content_type, self.states)
+                return digest_page(body, content_type, self.states)
+
+            digest, headers = await self.plex.get_decoded(path, params, page_headers(start, ps), decode)
+            if digest.total_size is None:
+                digest.total_size = total_size({}, headers)
+            return digest
+
+        first = await page(0, False)
+        await self._ensure_etags()
+        total = first.total_size or 0
+        yield total, first.entries
+        if len(first.entries) < ps or ps >= total:
+            return
+        starts = list(range(ps, total, ps))
+        ahead: collections.deque[asyncio.Task[PageDigest]] = collections.deque()
+        try:
+            planned = 0
+            last: PageDigest = first
+            while starts or ahead:
+                while starts and len(ahead) < LISTING_AHEAD:
+                    ahead.append(asyncio.create_task(page(starts.pop(0), planned % LISTING_LANES != 0)))
+                    planned += 1
+                last = await ahead.popleft()
+                yield last.total_size or total, last.entries
+            start = ps * (1 + len(range(ps, total, ps)))
+            while len(last.entries) >= ps and start < (last.total_size or 0):  # it grew meanwhile: go on
+                last = await page(start, False)
+                yield last.total_size or total, last.entries
+                start += ps
+        finally:
+            for task in ahead:
+                task.cancel()
 
     async def _spawn(self, tg: asyncio.TaskGroup, batch: list[_Pending]) -> None:
         assert self._fetch_slots is not None
@@ -413,20 +545,21 @@ class LibraryScanner:
                 failed.add(p.rating_key)
                 continue
             try:
-                item = to_item(
-                    meta,
-                    library_id=self.library.id,
-                    library_kind=self.library.kind,
-                    etag=p.etag,
-                    states=self.states,
-                )
+                self.writer.build_item(self._converter(meta, p.etag))
             except Exception as exc:  # a malformed entry must not stop the scan
                 log.warning("could not convert Plex item", extra={"rating_key": p.rating_key}, exc_info=True)
                 await self._item_failed(p, f"could not read Plex's metadata: {exc}", 0)
                 failed.add(p.rating_key)
                 continue
-            await self.writer.add_item(item)
+            await self.writer.flush_if_full()
         return failed
+
+    def _converter(self, meta: PlexMetadata, etag: str) -> Callable[[Callable[..., common_pb2.Item]], common_pb2.Item]:
+        def build(new: Callable[..., common_pb2.Item]) -> common_pb2.Item:
+            lib = self.library
+            return to_item(meta, library_id=lib.id, library_kind=lib.kind, etag=etag, states=self.states, new=new)
+
+        return build
 
     async def _item_failed(self, p: _Pending, message: str, status: int) -> None:
         self.counters.failed += 1
@@ -437,93 +570,128 @@ class LibraryScanner:
 
     # ------------------------------------------------------------------ shows
     async def _scan_shows(self) -> None:
+        """Shows in three section-wide listings instead of two listings per show.
+
+        1. episodes (``type=4``, paged): each episode's ETag folds into its season's `Rollup`; unchanged
+           episodes are reported seen at once, changed ones are kept as compact entries (key, season, ETag);
+        2. seasons (``type=3``): each season's ETag (its entry + its episodes' roll-up) folds into its show's;
+        3. shows (``type=2``): each show's ETag; then, a few shows at a time, the show, its changed seasons and
+           its changed episodes are fetched and written, parents first.
+
+        What is held: a roll-up per season and per show and the changed episodes (all of them only on a first
+        or deep scan). Children whose parent no listing returned (Plex changed while we listed) are written
+        when the catalog already has the parent, else left for the next scan.
+        """
         key = self.library.plex_key
+        ps = self.options.page_size
         counts = await asyncio.gather(
             self.plex.section_count(key, TYPE_SHOW),
             self.plex.section_count(key, TYPE_SEASON),
             self.plex.section_count(key, TYPE_EPISODE),
         )
         self.counters.total = sum(counts)
+        season_rollups: dict[str, Rollup] = {}
+        changed_episodes: dict[str, list[_Episode]] = {}
+        async for _, listed in self._entries(key, TYPE_EPISODE):
+            for rating_key, parent, title, etag in listed:
+                self.counters.seen += 1
+                ep = _Episode(rating_key, parent, etag, title)
+                rollup = season_rollups.get(ep.parent)
+                if rollup is None:
+                    rollup = season_rollups[ep.parent] = Rollup()
+                rollup.add(ep.rating_key, ep.etag)
+                if self._changed(ep.rating_key, ep.etag):
+                    changed_episodes.setdefault(ep.parent, []).append(ep)
+                else:
+                    await self.writer.add_seen(ep.rating_key)
+        show_rollups: dict[str, Rollup] = {}
+        seasons_of: dict[str, list[_Pending]] = {}
+        async for page in self.plex.section_entries(key, TYPE_SEASON, page_size=ps):
+            for entry in page.entries:
+                self.counters.seen += 1
+                season_key, show_key = read_str(entry, "ratingKey"), read_str(entry, "parentRatingKey")
+                etag = self._etag(entry, season_rollups.pop(season_key, None) or Rollup())
+                show_rollups.setdefault(show_key, Rollup()).add(season_key, etag)
+                seasons_of.setdefault(show_key, []).append(_Pending(season_key, etag, read_str(entry, "title")))
+        del season_rollups
+        self.phase = "fetching"
         show_slots = asyncio.Semaphore(self.options.concurrency)
         async with task_group() as tg:
-            async for page in self.plex.section_items(key, TYPE_SHOW, page_size=self.options.page_size):
-                self.phase = "fetching"
-                for show in page.items:
+            async for page in self.plex.section_entries(key, TYPE_SHOW, page_size=ps):
+                for entry in page.entries:
+                    self.counters.seen += 1
+                    show_key = read_str(entry, "ratingKey")
+                    show = _Pending(
+                        show_key,
+                        self._etag(entry, show_rollups.pop(show_key, None) or Rollup()),
+                        read_str(entry, "title"),
+                    )
+                    seasons = seasons_of.pop(show_key, [])
+                    episodes = {s.rating_key: changed_episodes.pop(s.rating_key, []) for s in seasons}
                     await show_slots.acquire()
-                    tg.create_task(self._scan_show_slot(show, show_slots))
+                    tg.create_task(self._write_show_slot(show, seasons, episodes, show_slots))
+        # Children whose parent no listing returned: written under a parent the catalog has, else next scan.
+        for show_key, seasons in seasons_of.items():
+            episodes = {s.rating_key: changed_episodes.pop(s.rating_key, []) for s in seasons}
+            await self._write_show(None if show_key in self.etags else show_key, seasons, episodes, "")
+        for season_key, eps in changed_episodes.items():
+            if season_key in self.etags:
+                await self._write_episodes(eps)
+            else:
+                await self._skip_children([], eps, "")
 
-    async def _scan_show_slot(self, show: PlexMetadata, slots: asyncio.Semaphore) -> None:
+    async def _write_show_slot(
+        self, show: _Pending, seasons: list[_Pending], episodes: dict[str, list[_Episode]], slots: asyncio.Semaphore
+    ) -> None:
         try:
-            await self._scan_show(show)
+            await self._write_show(show, seasons, episodes, show.title)
         finally:
             slots.release()
 
-    async def _scan_show(self, show: PlexMetadata) -> None:
-        ps = self.options.page_size
-        try:
-            seasons, leaves = await asyncio.gather(
-                collect(self.plex.children(show.rating_key, page_size=ps)),
-                self._episode_entries(show.rating_key),
-            )
-        except PlexUnauthorizedError:
-            raise
-        except PlexError as exc:
-            # The show cannot be listed: everything under it stays as it is (seen, not missing).
-            self.counters.seen += 1
-            pending = _Pending(show.rating_key, "", show.title)
-            await self._item_failed(pending, f"could not list the show: {exc}", exc.status)
+    async def _write_show(
+        self,
+        show: _Pending | str | None,
+        seasons: list[_Pending],
+        episodes: dict[str, list[_Episode]],
+        show_title: str,
+    ) -> None:
+        """One show's subtree, parents first. ``show`` is the show's entry, or (no entry listed) None when the
+        catalog has the show, or its rating key when it does not (its children then wait for the next scan)."""
+        if isinstance(show, str):
+            await self._skip_children(seasons, [ep for eps in episodes.values() for ep in eps], show_title)
             return
-        rollups: dict[str, Rollup] = {s.rating_key: Rollup() for s in seasons}
-        for ep in leaves:
-            rollups.setdefault(ep.parent, Rollup()).add(ep.rating_key, ep.etag)
-        show_rollup = Rollup()
-        season_entries: list[_Pending] = []
+        if show is not None:
+            if self._changed(show.rating_key, show.etag):
+                failed = await self._fetch_and_write([show])
+                if failed and show.rating_key not in self.etags:
+                    await self._skip_children(seasons, [ep for eps in episodes.values() for ep in eps], show_title)
+                    return
+            else:
+                await self.writer.add_seen(show.rating_key)
+        changed_seasons: list[_Pending] = []
         for s in seasons:
-            etag = self._etag(s, rollups[s.rating_key])
-            show_rollup.add(s.rating_key, etag)
-            season_entries.append(_Pending(s.rating_key, etag, s.title))
-        show_etag = self._etag(show, show_rollup)
-        self.counters.seen += 1 + len(seasons) + len(leaves)
-
-        # Parents before children: the show, then its seasons, then its episodes.
-        blocked: set[str] = set()
-        if self._changed(show.rating_key, show_etag):
-            failed = await self._fetch_and_write([_Pending(show.rating_key, show_etag, show.title)])
-            if failed and show.rating_key not in self.etags:
-                blocked.add(show.rating_key)
-        else:
-            await self.writer.add_seen(show.rating_key)
-        if blocked:
-            await self._skip_children(season_entries, leaves, show.title)
-            return
-        changed_seasons = [s for s in season_entries if self._changed(s.rating_key, s.etag)]
-        for entry in season_entries:
-            if entry not in changed_seasons:
-                await self.writer.add_seen(entry.rating_key)
+            if self._changed(s.rating_key, s.etag):
+                changed_seasons.append(s)
+            else:
+                await self.writer.add_seen(s.rating_key)
         failed_seasons: set[str] = set()
         for chunk in _chunks(changed_seasons, self.options.metadata_batch):
             failed_seasons |= await self._fetch_and_write(chunk)
         blocked = {rk for rk in failed_seasons if rk not in self.etags}
-        changed_eps: list[_Pending] = []
-        for ep in leaves:
-            if ep.parent in blocked:
-                await self._skip_children([], [ep], show.title)
-            elif self._changed(ep.rating_key, ep.etag):
-                changed_eps.append(_Pending(ep.rating_key, ep.etag, ep.title))
+        ready: list[_Episode] = []
+        for season_key, eps in episodes.items():
+            if season_key in blocked:
+                await self._skip_children([], eps, show_title)
             else:
-                await self.writer.add_seen(ep.rating_key)
-        if changed_eps:
-            await asyncio.gather(
-                *(self._fetch_and_write(chunk) for chunk in _chunks(changed_eps, self.options.metadata_batch))
-            )
+                ready.extend(eps)
+        await self._write_episodes(ready)
 
-    async def _episode_entries(self, show_key: str) -> list[_Episode]:
-        """A show's episodes as compact (key, season, ETag) entries, from its paged ``allLeaves``."""
-        out: list[_Episode] = []
-        async for page in self.plex.all_leaves(show_key, page_size=self.options.page_size):
-            for ep in page.items:
-                out.append(_Episode(ep.rating_key, ep.parent_rating_key, self._etag(ep), ep.title))
-        return out
+    async def _write_episodes(self, episodes: list[_Episode]) -> None:
+        pending = [_Pending(ep.rating_key, ep.etag, ep.title) for ep in episodes]
+        if pending:
+            await asyncio.gather(
+                *(self._fetch_and_write(chunk) for chunk in _chunks(pending, self.options.metadata_batch))
+            )
 
     async def _skip_children(self, seasons: list[_Pending], episodes: list[_Episode], show_title: str) -> None:
         """Children of a new parent that could not be fetched: not written (no parent), retried next scan."""
@@ -535,6 +703,65 @@ class LibraryScanner:
             self.counters.failed += 1
             if ep.rating_key in self.etags:
                 await self.writer.add_seen(ep.rating_key, unchanged=False)
+
+    # ------------------------------------------------------------------ items not listed
+    async def _verify_unseen(self) -> None:
+        """Ask Plex about every item the catalog has that no listing returned, before FinishScan.
+
+        Offset paging skips an entry when Plex removes or adds items before the current page while the scan
+        pages, and FinishScan would mark such a skipped, present item FILE_NOT_FOUND. So the candidates
+        (catalog keys not seen) are fetched with the batched full-metadata request: those Plex returns (in
+        this library) are present and written; those it does not return (404 / omitted) are gone and stay
+        unseen for FinishScan. An item that cannot be verified (errors after retries) counts as seen.
+        """
+        candidates = self.etags.unseen()
+        if not candidates:
+            return
+        self.phase = "verifying"
+        log.info("verifying items no listing returned", extra={"scan_id": self.scan_id, "count": len(candidates)})
+        size = self.options.metadata_batch
+        async with task_group() as tg:
+            for i in range(0, len(candidates), size):
+                assert self._fetch_slots is not None
+                await self._fetch_slots.acquire()
+                tg.create_task(self._verify_slot(candidates[i : i + size]))
+
+    async def _verify_slot(self, keys: list[str]) -> None:
+        try:
+            await self._verify(keys)
+        finally:
+            assert self._fetch_slots is not None
+            self._fetch_slots.release()
+
+    async def _verify(self, keys: list[str]) -> None:
+        try:
+            metas = await self.plex.metadata(keys)
+        except PlexUnauthorizedError:
+            raise
+        except PlexError as exc:
+            if len(keys) > 1:  # a multi-id request fails as a whole: one by one
+                for rk in keys:
+                    await self._verify([rk])
+            elif not isinstance(exc, PlexNotFoundError):
+                log.warning("could not verify an item no listing returned", extra={"rating_key": keys[0]})
+                await self.writer.add_seen(keys[0], unchanged=False)  # unknown: never mark missing on a doubt
+            return
+        section = self.library.plex_key
+        for meta in metas:
+            if meta.rating_key not in keys or (meta.library_section_id and meta.library_section_id != section):
+                continue
+            self.counters.seen += 1
+            etag = item_etag(meta, local=local_signature(meta, self.states))
+            try:
+                item = to_item(
+                    meta, library_id=self.library.id, library_kind=self.library.kind, etag=etag, states=self.states
+                )
+            except Exception as exc:
+                log.warning("could not convert Plex item", extra={"rating_key": meta.rating_key}, exc_info=True)
+                await self._item_failed(_Pending(meta.rating_key, "", meta.title), f"could not read: {exc}", 0)
+                continue
+            self.counters.fetched += 1
+            await self.writer.add_item(item)
 
     # ------------------------------------------------------------------ collections
     async def _scan_collections(self) -> None:
@@ -558,6 +785,22 @@ class LibraryScanner:
                 await self.writer.add_collection(coll)
 
             await asyncio.gather(*(one(c) for c in metas))
+
+
+class _PhaseTimer:
+    """Wall-clock seconds of a scan's phases, for the scan span and the log."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def rounded(self) -> dict[str, float]:
+        return {f"{k}_seconds": round(v, 3) for k, v in self.laps.items()}
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,7 @@ from plexsync.common.errors import (
 from plexsync.common.metrics import METRICS
 from plexsync.scanner.events import EventPublisher, ScanEmitter, ScanFeed
 from plexsync.scanner.library_scanner import CatalogWriteError, Counters, LibraryScanner, ScanOptions
+from plexsync.scanner.listing import ListingPool
 from plexsync.scanner.paths import FileStates, PathMapper
 from plexsync.scanner.plex_client import (
     PlexClient,
@@ -144,6 +145,7 @@ class ScanManager:
         self.running: dict[uuid.UUID, RunningScan] = {}
         self._finished: OrderedDict[uuid.UUID, ScanFeed] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
+        self.listing_pool: ListingPool | None = ListingPool() if settings.scan_listing_worker else None
 
     @property
     def options(self) -> ScanOptions:
@@ -177,6 +179,12 @@ class ScanManager:
             log.warning("marked scans of stopped scanners as failed", extra={"count": reaped})
         self.publisher.start()
         self._reaper = asyncio.create_task(self._reap_forever(), name="scan-reaper")
+        if self.listing_pool is not None:
+            try:
+                await self.listing_pool.start()
+            except Exception:  # scans still work, in one process
+                log.warning("could not start the listing worker process", exc_info=True)
+                self.listing_pool = None
 
     async def _reap_forever(self) -> None:
         while True:
@@ -197,6 +205,8 @@ class ScanManager:
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         await self.publisher.drain()
+        if self.listing_pool is not None:
+            await self.listing_pool.close()
 
     # ------------------------------------------------------------------ SyncServer
     async def sync_server(self, server_id: str) -> catalog_pb2.RegisterLibrariesResponse:
@@ -304,6 +314,7 @@ class ScanManager:
                         options=self.options,
                         counters=rs.counters,
                         on_item_error=item_error,
+                        listing_pool=self.listing_pool,
                     )
                     rs.scanner = scanner
                     flusher = asyncio.create_task(scanner.periodic_flush())

@@ -57,11 +57,17 @@ class PathMapper:
             windows = is_windows_path(plex)
             key = _norm(plex, windows).rstrip("/")
             compiled.append(_Rule(plex, local, key, windows))
+        self._given = list(compiled)
         # Longest prefix first; ties keep the order given.
         self._rules = sorted(compiled, key=lambda r: len(r.key), reverse=True)
 
     def __len__(self) -> int:
         return len(self._rules)
+
+    @property
+    def rules(self) -> list[tuple[str, str]]:
+        """The rules as given (``(plex, local)``), e.g. to rebuild the mapper in another process."""
+        return [(r.plex, r.local) for r in self._given]
 
     def map(self, path: str) -> str:
         """The local path for a Plex path (unchanged when no rule matches)."""
@@ -98,6 +104,11 @@ class FileStates:
         self.mapper = mapper
         self.remote_streaming = remote_streaming
         self._exists = exists
+
+    @property
+    def portable(self) -> bool:
+        """Whether another process can decide the same states (plain ``os.path.exists``, not a test's stand-in)."""
+        return self._exists is os.path.exists
 
     def resolve(self, plex_path: str) -> tuple[str, State]:
         """(local path, ItemState) of one file."""

@@ -10,13 +10,15 @@ provider once for fresh credentials (``recheck``) and then gives up with `PlexUn
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from opentelemetry import trace
@@ -28,12 +30,16 @@ from plexsync.scanner.plex_models import (
     PlexParseError,
     PlexSection,
     PlexTag,
+    Raw,
     ServerInfo,
     parse_container,
     parse_page,
     parse_sections,
     parse_server_info,
     parse_tags,
+    read_int,
+    read_list,
+    read_opt_int,
     total_size,
 )
 
@@ -44,6 +50,7 @@ PRODUCT = "plexsync"
 VERSION = "0.1.0"
 MAX_RETRY_AFTER_SECONDS = 60.0
 TYPE_MOVIE, TYPE_SHOW, TYPE_SEASON, TYPE_EPISODE, TYPE_COLLECTION = 1, 2, 3, 4, 18
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,7 @@ class PlexClient:
         }
         self._http = httpx.AsyncClient(
             base_url=credentials.base_url.rstrip("/"),
+            verify=_tls_context(),
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
@@ -157,12 +165,23 @@ class PlexClient:
         self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
     ) -> tuple[dict[str, Any], httpx.Headers]:
         """GET ``path`` and return its MediaContainer (retrying what is worth retrying)."""
+        return await self.get_decoded(path, params, headers, _parse)
+
+    async def get_decoded(
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None,
+        decode: Callable[[bytes, str], Awaitable[T]],
+    ) -> tuple[T, httpx.Headers]:
+        """`get`, with the body turned into a result by ``decode(body, content_type)`` (which may hand the work to
+        another process); a `PlexParseError` from it is retried like a broken answer."""
         attempt = 0
         token_used = self._creds.token
         while True:
             try:
                 async with self._sem:
-                    return await self._once(path, params, headers)
+                    return await self._once(path, params, headers, decode)
             except _Retryable as exc:
                 attempt += 1
                 if attempt > self.max_retries:
@@ -205,8 +224,12 @@ class PlexClient:
             return True
 
     async def _once(
-        self, path: str, params: dict[str, str] | None, headers: dict[str, str] | None
-    ) -> tuple[dict[str, Any], httpx.Headers]:
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None,
+        decode: Callable[[bytes, str], Awaitable[T]],
+    ) -> tuple[T, httpx.Headers]:
         endpoint = endpoint_template(path)
         # One INTERNAL span per attempt; the httpx instrumentation adds the CLIENT span with http.* beneath it.
         with tracer.start_as_current_span(f"plex GET {endpoint}") as span:
@@ -224,8 +247,12 @@ class PlexClient:
                 status = resp.status_code
                 span.set_attribute("http.response.status_code", status)
                 if status == 200:
+                    body = resp.content
+                    # httpx leaves a read response in a reference cycle (response -> its bound stream -> response),
+                    # so its body would wait for the cyclic GC; unbind it so the body goes with the last reference.
+                    resp.stream = httpx.ByteStream(b"")
                     try:
-                        return parse_container(resp.content, resp.headers.get("content-type", "")), resp.headers
+                        return await decode(body, resp.headers.get("content-type", "")), resp.headers
                     except PlexParseError as exc:
                         raise _Retryable(str(exc), status) from None
                 if status == 429 or status >= 500:
@@ -267,15 +294,26 @@ class PlexClient:
         self, path: str, params: dict[str, str] | None = None, *, page_size: int = 500
     ) -> AsyncIterator[MetadataPage]:
         """Page through a listing with X-Plex-Container-Start/Size; one page in memory at a time."""
+        async for raw in self.raw_pages(path, params, page_size=page_size):
+            yield MetadataPage(
+                items=[PlexMetadata.parse(m) for m in raw.entries], offset=raw.offset, total_size=raw.total_size
+            )
+
+    async def raw_pages(
+        self, path: str, params: dict[str, str] | None = None, *, page_size: int = 500
+    ) -> AsyncIterator[RawPage]:
+        """`pages` with the entries left as parsed JSON (or XML as the same dicts): for ETags, which need a
+        few fields of every entry, not a `PlexMetadata` of each."""
         start = 0
         while True:
             container, headers = await self.get(path, params, _page_headers(start, page_size))
-            page = parse_page(container)
-            if page.total_size is None:
-                page.total_size = total_size(container, headers)
-            yield page
-            start += len(page.items)
-            if not page.items or len(page.items) < page_size or start >= (page.total_size or 0):
+            entries = read_list(container, "Metadata")
+            total = read_opt_int(container, "totalSize")
+            if total is None:
+                total = total_size(container, headers)
+            yield RawPage(entries, read_int(container, "offset"), total)
+            start += len(entries)
+            if not entries or len(entries) < page_size or start >= total:
                 return
 
     def section_items(self, section_key: str, type_num: int, *, page_size: int) -> AsyncIterator[MetadataPage]:
@@ -285,6 +323,11 @@ class PlexClient:
 
     async def section_count(self, section_key: str, type_num: int) -> int:
         return await self.count(f"/library/sections/{section_key}/all", {"type": str(type_num)})
+
+    def section_entries(self, section_key: str, type_num: int, *, page_size: int) -> AsyncIterator[RawPage]:
+        return self.raw_pages(
+            f"/library/sections/{section_key}/all", {"type": str(type_num), "includeGuids": "1"}, page_size=page_size
+        )
 
     def children(self, rating_key: str, *, page_size: int) -> AsyncIterator[MetadataPage]:
         return self.pages(f"/library/metadata/{rating_key}/children", {"includeGuids": "1"}, page_size=page_size)
@@ -306,6 +349,16 @@ class PlexClient:
         return parse_tags(container)
 
 
+async def _parse(body: bytes, content_type: str) -> dict[str, Any]:
+    return parse_container(body, content_type)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (~50-100 ms, per client)."""
+    return httpx.create_ssl_context()
+
+
 _IDS = re.compile(r"/[0-9][0-9,]*(?=/|$)")
 
 
@@ -314,8 +367,21 @@ def endpoint_template(path: str) -> str:
     return _IDS.sub("/{id}", path)
 
 
+def page_headers(start: int, size: int) -> dict[str, str]:
+    return _page_headers(start, size)
+
+
 def _page_headers(start: int, size: int) -> dict[str, str]:
     return {"X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(size)}
+
+
+@dataclass(slots=True)
+class RawPage:
+    """One page of a listing with its entries unparsed (``MediaContainer.Metadata`` as dicts)."""
+
+    entries: list[Raw]
+    offset: int
+    total_size: int
 
 
 async def collect(pages: AsyncIterator[MetadataPage]) -> list[PlexMetadata]:

@@ -14,7 +14,8 @@ class ScannerSettings(CommonSettings):
     scan_page_size: int = Field(default=500, ge=1, le=10_000, validation_alias="PLEXSYNC_SCAN_PAGE_SIZE")
     scan_concurrency: int = Field(default=8, ge=1, le=256, validation_alias="PLEXSYNC_SCAN_CONCURRENCY")
     scan_batch_size: int = Field(default=200, ge=1, le=5_000, validation_alias="PLEXSYNC_SCAN_BATCH_SIZE")
-    scan_metadata_batch: int = Field(default=10, ge=1, le=100, validation_alias="PLEXSYNC_SCAN_METADATA_BATCH")
+    scan_metadata_batch: int = Field(default=50, ge=1, le=100, validation_alias="PLEXSYNC_SCAN_METADATA_BATCH")
+    scan_listing_worker: bool = Field(default=True, validation_alias="PLEXSYNC_SCAN_LISTING_WORKER")
     scan_progress_interval_seconds: float = Field(
         default=0.5, gt=0, le=1.0, validation_alias="PLEXSYNC_SCAN_PROGRESS_INTERVAL_SECONDS"
     )

@@ -1,0 +1,107 @@
+"""Listing pages turned into compact entries (rating key, parent, title, ETag), on two cores.
+
+An incremental scan reads every listing entry of a library and fetches almost none: its cost is decoding
+the pages and computing each entry's ETag (`etag.raw_item_etag`), pure CPU in one process. `ListingPool`
+runs that for two of every three pages in a worker process (spawned once per scanner, shared by its scans) while
+the scanner decodes the third itself (it also receives every page and handles every entry), so a listing uses
+both cores of a small machine. Without a pool
+(unit tests, or a worker that broke) everything runs in-process with the same results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from plexsync.scanner.convert import raw_local_signature
+from plexsync.scanner.etag import raw_item_etag
+from plexsync.scanner.paths import FileStates, PathMapper
+from plexsync.scanner.plex_models import parse_container, read_int, read_list, read_opt_int, read_str
+
+log = logging.getLogger(__name__)
+
+
+# (rating key, parent rating key, title, ETag): plain tuples of str, which cross the process boundary cheaply
+Entry = tuple[str, str, str, str]
+
+
+@dataclass(slots=True)
+class PageDigest:
+    """One decoded listing page: ``totalSize`` (None when the body did not say), offset, entries."""
+
+    total_size: int | None
+    offset: int
+    entries: list[Entry]
+
+
+def digest_page(body: bytes, content_type: str, states: FileStates) -> PageDigest:
+    """Decode a listing page and compute every entry's ETag (raises `PlexParseError` on a broken body)."""
+    container = parse_container(body, content_type)
+    entries = [
+        (
+            read_str(e, "ratingKey"),
+            read_str(e, "parentRatingKey"),
+            read_str(e, "title"),
+            raw_item_etag(e, local=raw_local_signature(e, states)),
+        )
+        for e in read_list(container, "Metadata")
+    ]
+    return PageDigest(read_opt_int(container, "totalSize"), read_int(container, "offset"), entries)
+
+
+@functools.lru_cache(maxsize=16)
+def _states(rules: tuple[tuple[str, str], ...], remote_streaming: bool) -> FileStates:
+    return FileStates(PathMapper(rules), remote_streaming=remote_streaming)
+
+
+def _digest_in_worker(
+    body: bytes, content_type: str, rules: tuple[tuple[str, str], ...], remote_streaming: bool
+) -> PageDigest:
+    return digest_page(body, content_type, _states(rules, remote_streaming))
+
+
+def _warm_up() -> None:
+    """Imported and ready before the first page (a spawned worker starts from nothing); like the scanner, the
+    worker freezes its start-up heap for the cyclic GC and collects young objects less often."""
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
+
+
+class ListingPool:
+    """One worker process for listing pages; `digest` falls back to in-process when it is unavailable."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start(self) -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            await asyncio.get_running_loop().run_in_executor(self._pool, _warm_up)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    def usable(self, states: FileStates) -> bool:
+        return self._pool is not None and states.portable
+
+    async def digest(self, body: bytes, content_type: str, states: FileStates) -> PageDigest:
+        pool = self._pool
+        if pool is not None and states.portable:
+            rules = tuple(states.mapper.rules)
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    pool, _digest_in_worker, body, content_type, rules, states.remote_streaming
+                )
+            except BrokenProcessPool:
+                log.warning("listing worker broke; starting a new one")
+                self._pool = None
+                await self.start()
+        return digest_page(body, content_type, states)
