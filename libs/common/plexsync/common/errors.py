@@ -38,8 +38,8 @@ class InvalidArgumentError(PlexsyncError):
 class NotFoundError(PlexsyncError):
     """The named resource does not exist."""
 
-    def __init__(self, kind: str, ident: str) -> None:
-        super().__init__(f"{kind} {ident!r} not found")
+    def __init__(self, kind: str, ident: str, hint: str = "") -> None:
+        super().__init__(f"{kind} {ident!r} not found" + (f": {hint}" if hint else ""))
         self.kind = kind
         self.ident = ident
 

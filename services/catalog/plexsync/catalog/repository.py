@@ -270,7 +270,12 @@ class Repository:
         await cur.execute("SELECT id FROM media_sources WHERE server_id = %s", (server_id,))
         row = await cur.fetchone()
         if row is None:
-            raise NotFoundError("server", server_id)
+            raise NotFoundError(
+                "server",
+                server_id,
+                "the catalog learns a server when its libraries are registered; run ScannerService.SyncServer "
+                "(`plexsync servers sync SERVER_ID`) first",
+            )
         source_id: uuid.UUID = row[0]
         return source_id
 
