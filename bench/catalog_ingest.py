@@ -26,7 +26,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +56,8 @@ from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+
+from bench.support import PeakRss
 
 C = common_pb2
 PEOPLE = 20_000
@@ -102,33 +103,6 @@ def build_movie(n: int) -> common_pb2.Item:
         part.streams.add(plex_stream_id=base + 3, kind=C.STREAM_KIND_SUBTITLE, index=3, codec="srt",
                          language="English", language_code="eng")  # fmt: skip
     return item
-
-
-class RssSampler:
-    """Peak resident set size of a process, sampled every 20 ms in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.proc.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -221,7 +195,7 @@ async def api_phases(
         catalog_procs = [catalog_proc, *catalog_proc.children(recursive=True)]
         pg_before = backend_cpu(database_url)
         before = (cpu_seconds(catalog_procs), 0.0, cpu_seconds([client_proc]))
-        with RssSampler(pid) as rss:
+        with PeakRss(pid) as rss:
             t0 = time.perf_counter()
             added, updated, unchanged = await stream_batches(channel, payloads)
             seconds = time.perf_counter() - t0

@@ -20,7 +20,6 @@ import os
 import secrets
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from plexsync.v1 import (  # noqa: E402
     scanner_pb2_grpc,
 )
 
+from bench.support import PeakRss  # noqa: E402
 from tests.integration.scanner.support import fakeplex_process, watch  # noqa: E402
 from tests.support.stack import ServiceStack, fresh_database, libpq_url  # noqa: E402
 
@@ -61,32 +61,6 @@ class Result:
     @property
     def rate(self) -> float:
         return self.items / self.seconds if self.seconds else 0.0
-
-
-class PeakRss:
-    """Samples a process's RSS every 20 ms in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _group(proc: psutil.Process) -> str | None:
