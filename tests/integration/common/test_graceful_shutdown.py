@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import psutil
+
 from tests.support.stack import ServiceStack
 
 
@@ -20,3 +22,14 @@ def test_sigterm_exits_cleanly_and_says_so(service_stack: ServiceStack) -> None:
     assert "catalog shutting down" in log
     assert "catalog stopped" in log
     assert "Traceback" not in log
+
+
+def test_worker_processes_die_with_a_killed_service(service_stack: ServiceStack) -> None:
+    child = service_stack.start("catalog", PLEXSYNC_CATALOG_INGEST_WORKERS="1")
+    assert child.popen is not None
+    workers = psutil.Process(child.pid).children(recursive=True)
+    assert workers, "the catalog runs an ingest worker process"
+    child.popen.send_signal(signal.SIGKILL)
+    child.popen.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import multiprocessing
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +30,7 @@ from plexsync.catalog.ingest import Incoming, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
 from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
 from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from plexsync.common.workers import worker_pool
 from plexsync.v1 import catalog_pb2, common_pb2
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class Writer:
 
     async def start(self) -> None:
         if self.workers and self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = worker_pool(self.workers)
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(self._pool, bulk.warm_up) for _ in range(self.workers)))
 

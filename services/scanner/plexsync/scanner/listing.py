@@ -14,11 +14,11 @@ import asyncio
 import functools
 import gc
 import logging
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from plexsync.common.workers import worker_pool
 from plexsync.scanner.convert import raw_local_signature
 from plexsync.scanner.etag import raw_item_etag
 from plexsync.scanner.paths import FileStates, PathMapper
@@ -81,7 +81,7 @@ class ListingPool:
 
     async def start(self) -> None:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = worker_pool(1)
             await asyncio.get_running_loop().run_in_executor(self._pool, _warm_up)
 
     async def close(self) -> None:
