@@ -337,22 +337,22 @@ def cmd_jobs_list(args: argparse.Namespace, svc: Services) -> int:
     return 0
 
 
-def cmd_jobs_show(args: argparse.Namespace, svc: Services) -> int:
-    scan = svc.call("scanner", svc.scanner.GetScan, scanner_pb2.GetScanRequest(scan_id=args.job_id)).scan
+def _show_scan(args: argparse.Namespace, scan: Any) -> int:
     if args.json:
         print_json(scan)
     else:
         _print_scans([scan])
     return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace, svc: Services) -> int:
+    request = scanner_pb2.GetScanRequest(scan_id=args.job_id)
+    return _show_scan(args, svc.call("scanner", svc.scanner.GetScan, request).scan)
 
 
 def cmd_jobs_cancel(args: argparse.Namespace, svc: Services) -> int:
-    scan = svc.call("scanner", svc.scanner.CancelScan, scanner_pb2.CancelScanRequest(scan_id=args.job_id)).scan
-    if args.json:
-        print_json(scan)
-    else:
-        _print_scans([scan])
-    return 0
+    request = scanner_pb2.CancelScanRequest(scan_id=args.job_id)
+    return _show_scan(args, svc.call("scanner", svc.scanner.CancelScan, request).scan)
 
 
 # ---- items and stats ---------------------------------------------------------------------------------

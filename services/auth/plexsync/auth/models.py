@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
+from plexsync.common.db import schema_metadata
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -16,7 +17,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -49,16 +49,7 @@ class PinStatus(StrEnum):
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(
-        schema=SCHEMA,
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        },
-    )
+    metadata = schema_metadata(SCHEMA)
 
 
 def _now() -> Mapped[datetime]:

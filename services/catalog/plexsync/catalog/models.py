@@ -10,6 +10,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
+from plexsync.common.db import schema_metadata
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -22,7 +23,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     SmallInteger,
     Text,
     UniqueConstraint,
@@ -33,13 +33,6 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA = "catalog"
-
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 # Tag kinds of item_tags.
 TAG_STUDIO = 1
@@ -76,7 +69,7 @@ def _int(big: bool = False) -> Mapped[int]:
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(schema=SCHEMA, naming_convention=NAMING)
+    metadata = schema_metadata(SCHEMA)
 
 
 class MediaSource(Base):

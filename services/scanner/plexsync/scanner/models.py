@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, MetaData, Text, text
+from plexsync.common.db import schema_metadata
+from sqlalchemy import Boolean, DateTime, Index, Integer, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -16,14 +17,7 @@ ACTIVE_STATUSES = (1, 2)
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(
-        schema=SCHEMA,
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "pk": "pk_%(table_name)s",
-        },
-    )
+    metadata = schema_metadata(SCHEMA)
 
 
 class ScanRow(Base):
