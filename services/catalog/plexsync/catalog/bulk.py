@@ -71,7 +71,7 @@ def _artwork_ok(a: Any) -> bool:
     return len(a.source) <= MAX_SHORT and "\x00" not in a.source
 
 
-def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID]], library_id: uuid.UUID) -> Rows | None:
+def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: uuid.UUID | str) -> Rows | None:
     """The rows `ingest.flatten_item` would build, without per-field checks; None when a rule that is not a
     column check fails (the caller then takes the exact path)."""
     rows = Rows()
@@ -292,7 +292,9 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _BOOL = {True: "t", False: "f"}
 
 
-def _uuid(col: Sequence[uuid.UUID]) -> Iterable[str]:
+def _uuid(col: Sequence[uuid.UUID | str]) -> Iterable[str]:
+    if col and isinstance(col[0], str):  # the worker's rows carry their item ids as text already
+        return col  # type: ignore[return-value]
     names = {u: str(u) for u in set(col)}  # child rows repeat their item's id
     return map(names.__getitem__, col)
 
@@ -377,20 +379,21 @@ def credit_lines(prefixes: Sequence[str], person_ids: Iterable[int]) -> bytes:
 
 def speculate(
     request_bytes: bytes,
-    ids: list[uuid.UUID],
+    ids: list[str],
     states: list[int],
     digests: list[bytes],
     library_id: uuid.UUID,
     tables: Sequence[tuple[str, Sequence[Column], str]],
 ) -> Payloads | None:
     """Worker-process entry: the payloads of a whole batch as if every item were new; None when the batch has
-    violations (the writer's exact pass reports them if those items must be written)."""
+    violations (the writer's exact pass reports them if those items must be written). Item ids come as text:
+    they are only formatted here, and UUID objects cost more to pickle, hash and format than the strings."""
     request = catalog_pb2.WriteItemsRequest.FromString(request_bytes)
     batch = [
         (Incoming(i, item, state, digest), item_id)
         for i, (item, state, digest, item_id) in enumerate(zip(request.items, states, digests, ids, strict=True))
     ]
-    rows = flatten_fast(batch, library_id)
+    rows = flatten_fast(batch, str(library_id))
     if rows is None or not columns_ok(rows):
         return None
     return copy_payloads(rows, tables)

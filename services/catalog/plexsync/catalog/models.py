@@ -139,8 +139,15 @@ class Item(Base):
         UniqueConstraint("library_id", "rating_key"),
         Index("ix_items_library_id_id", "library_id", "id"),
         Index("ix_items_library_id_kind_id", "library_id", "kind", "id"),
-        Index("ix_items_library_id_parent_rating_key", "library_id", "parent_rating_key"),
-        Index("ix_items_parent_id_id", "parent_id", "id"),
+        # Orphans only (a parent key whose parent has not arrived yet): a handful of entries, probed for each
+        # batch of new items, instead of one entry per item.
+        Index(
+            "ix_items_orphans",
+            "library_id",
+            "parent_rating_key",
+            postgresql_where=text("parent_id IS NULL AND parent_rating_key <> ''"),
+        ),
+        Index("ix_items_parent_id_id", "parent_id", "id", postgresql_where=text("parent_id IS NOT NULL")),
         Index("ix_items_library_id_updated_at_id", "library_id", "updated_at", "id"),
         Index("ix_items_updated_at_id", "updated_at", "id"),
         Index("ix_items_search_vector", "search_vector", postgresql_using="gin"),
@@ -236,7 +243,6 @@ class Credit(Base):
 
 class ItemGuid(Base):
     __tablename__ = "item_guids"
-    __table_args__ = (Index("ix_item_guids_provider_external_id", "provider", "external_id"),)
 
     item_id: Mapped[uuid.UUID] = _item_fk()
     uri: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -152,7 +152,7 @@ def no_gc() -> Iterator[None]:
 
 def _speculate_in_worker(
     request_bytes: bytes,
-    ids: list[uuid.UUID],
+    ids: list[str],
     states: list[int],
     digests: list[bytes],
     library_id: uuid.UUID,
@@ -230,7 +230,7 @@ class Writer:
         ids = ids or [ingest.uuid7() for _ in prepared.incoming]
         args = (
             prepared.request.SerializeToString(),
-            ids,
+            list(map(str, ids)),
             [inc.state for inc in prepared.incoming],
             [inc.digest for inc in prepared.incoming],
             prepared.library_id,
@@ -509,7 +509,8 @@ class Writer:
         if new_keys:
             await cur.execute(
                 "UPDATE items c SET parent_id = p.id FROM items p "
-                "WHERE c.library_id = %s AND c.parent_id IS NULL AND c.parent_rating_key = ANY(%s::text[]) "
+                "WHERE c.library_id = %s AND c.parent_id IS NULL AND c.parent_rating_key <> '' "
+                "AND c.parent_rating_key = ANY(%s::text[]) "
                 "AND p.library_id = c.library_id AND p.rating_key = c.parent_rating_key",
                 (library_id, new_keys),
             )
