@@ -57,7 +57,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.support import PeakRss
+from bench.support import PeakRss, postgres_settings
 
 C = common_pb2
 PEOPLE = 20_000
@@ -344,6 +344,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     work = Path(tempfile.mkdtemp(prefix="bench-catalog-", dir=infra.DEV_DIR if infra.DEV_DIR.exists() else None))
     database_url, cleanup = database(args, work)
+    settings = postgres_settings(make_url(database_url).set(drivername="postgresql").render_as_string(False))
     token = secrets.token_urlsafe(18)
     child: ChildProcess | None = None
     try:
@@ -379,6 +380,7 @@ def main() -> int:
     print(f"catalog ingest: {args.items} movies (10 credits, 3 genres, 3 guids, 2 files x 4 streams), "
           f"batches of {args.batch}, median of {runs} run(s), {os.cpu_count()} CPUs, "
           f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after")  # fmt: skip
+    print(f"PostgreSQL: {settings} (embedded: plexsync.devstack.infra.POSTGRES_SETTINGS)")
     header = f"| {'phase':<28} | {'items':>7} | {'seconds':>8} | {'items/s':>9} | {'peak RSS MB':>11} | {'vs ORM':>7} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")

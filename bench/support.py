@@ -33,3 +33,13 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def postgres_settings(url: str) -> str:
+    """The server settings that decide bulk-write speed, as one line for a benchmark's header."""
+    import psycopg
+
+    names = ["server_version", "shared_buffers", "max_wal_size", "checkpoint_timeout", "synchronous_commit"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        values = [conn.execute("SELECT current_setting(%s)", (n,)).fetchone() for n in names]
+    return ", ".join(f"{n}={v[0]}" for n, v in zip(names, values, strict=True) if v is not None)

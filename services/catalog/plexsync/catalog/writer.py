@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -132,6 +133,7 @@ def lock_key(library_id: uuid.UUID) -> int:
 
 
 SPECULATE_MIN_ITEMS = 50  # smaller batches are flattened in-process (not worth a round trip to the worker)
+READ_AHEAD = 2  # batches read, hashed and flattened ahead of the one being written
 
 
 @contextmanager
@@ -267,47 +269,59 @@ class Writer:
     ) -> AsyncIterator[tuple[catalog_pb2.WriteItemsRequest, BatchResult]]:
         """Batches of a WriteItems stream, in order, each in its own transaction.
 
-        While batch N is in the database, batch N+1 is read and hashed and, as soon as batch N is classified
-        and turned out mostly new or changed, flattened speculatively as if all its items were new, in the
-        worker pool, so the service and PostgreSQL work at the same time. Transactions stay strictly
-        sequential: batch N+1 is classified against the committed state of batch N, so the result is exactly
-        that of one batch after the other.
+        Up to `READ_AHEAD` batches after the one in the database are read and hashed ahead; while the last
+        classified batch turned out mostly new or changed, each of them is also flattened speculatively, as if
+        all its items were new, in the worker pool, so the worker never waits for the database and the
+        database never waits for the worker. Transactions stay strictly sequential: batch N+1 is classified
+        against the committed state of batch N, so the result is exactly that of one batch after the other.
         """
         iterator = aiter(requests)
-        loop = asyncio.get_running_loop()
+        ahead: deque[asyncio.Task[Prepared | None]] = deque()
+        speculating = False  # the last classified batch was mostly written (the first has nothing to go by)
 
-        async def read_and_prepare(decided: asyncio.Future[bool] | None) -> Prepared | None:
+        def speculate_if_worth_it(prepared: Prepared | None) -> None:
+            if (
+                speculating
+                and prepared is not None
+                and prepared.speculative is None
+                and len(prepared.incoming) >= SPECULATE_MIN_ITEMS
+            ):
+                self._speculate(prepared)
+
+        async def read_next(previous: asyncio.Task[Prepared | None] | None) -> Prepared | None:
+            if previous is not None and await previous is None:  # reads stay in order; end of stream
+                return None
             try:
                 request = await anext(iterator)
             except StopAsyncIteration:
                 return None
             prepared = await self.prepare(request)
-            if decided is not None and await decided and len(prepared.incoming) >= SPECULATE_MIN_ITEMS:
-                self._speculate(prepared)
+            speculate_if_worth_it(prepared)
             return prepared
 
-        # The first batch has nothing to go by: it is sent to the worker once classified as all new (see
-        # write_prepared), so an unchanged re-send never pays for flattening.
-        current = await read_and_prepare(None)
-        upcoming: asyncio.Task[Prepared | None] | None = None
+        def classified(mostly_written: bool) -> None:
+            nonlocal speculating
+            speculating = mostly_written
+            for task in ahead:  # batches already read before this decision
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    speculate_if_worth_it(task.result())
+
+        # The first batch is sent to the worker once classified as all new (see write_prepared), so an
+        # unchanged re-send never pays for flattening.
+        current = await read_next(None)
         try:
             while current is not None:
-                decided: asyncio.Future[bool] = loop.create_future()
-
-                def classified(mostly_written: bool, decided: asyncio.Future[bool] = decided) -> None:
-                    if not decided.done():
-                        decided.set_result(mostly_written)
-
-                upcoming = asyncio.create_task(read_and_prepare(decided))
-                try:
-                    result = await self.write_prepared(current, on_classified=classified)
-                finally:
-                    classified(False)
+                while len(ahead) < READ_AHEAD:
+                    ahead.append(asyncio.create_task(read_next(ahead[-1] if ahead else None)))
+                result = await self.write_prepared(current, on_classified=classified)
                 yield current.request, result
-                current = await upcoming
+                current = await ahead.popleft()
         finally:
-            if upcoming is not None and not upcoming.done():  # failed batch or caller gone: stop reading
-                upcoming.cancel()
+            for task in ahead:  # failed batch or caller gone: stop reading
+                if task.done():
+                    task.cancelled() or task.exception()  # retrieved: a later batch's error is moot now
+                else:
+                    task.cancel()
 
     async def prepare(self, request: catalog_pb2.WriteItemsRequest) -> Prepared:
         """Request checks and content hashes (flattening is started later, by `_speculate`)."""
@@ -329,7 +343,7 @@ class Writer:
         result = BatchResult()
         new_people: dict[tuple[str, int], int] = {}
         async with self.store.cursor() as cur:
-            await self._lock_library(cur, library_id)
+            await self._lock_library(cur, library_id, wait_for_flush=False)
             if scan_id is not None:
                 await self._attach_scan(cur, scan_id, library_id)
             keys = [inc.item.rating_key for inc in incoming]
@@ -399,8 +413,20 @@ class Writer:
         self.people.merge(new_people)
         return result
 
-    async def _lock_library(self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID) -> None:
-        await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
+    async def _lock_library(
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, *, wait_for_flush: bool = True
+    ) -> None:
+        """Serialise the library's writes. With `wait_for_flush=False` the commit does not wait for its WAL to
+        reach the disk (PostgreSQL's asynchronous commit): a crash of the database may lose the last fraction
+        of a second of batches, which the next scan sends again (their ETags are not in the catalog), and never
+        a batch before a FinishScan, whose synchronous commit flushes all the WAL before it."""
+        if wait_for_flush:  # the server's own setting (on, or remote_apply with replicas...)
+            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
+        else:
+            await cur.execute(
+                "SELECT pg_advisory_xact_lock(%s), set_config('synchronous_commit', 'off', true)",
+                (lock_key(library_id),),
+            )
         await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
         if await cur.fetchone() is None:
             raise NotFoundError("library", str(library_id))
