@@ -132,6 +132,16 @@ class EtagMap:
         have = self._map.get(self._key(rating_key))
         return bool(have) and have == self._digest(etag)
 
+    def claim_unchanged(self, rating_key: str, etag: str) -> bool:
+        """`unchanged`, and if so `mark_seen` too, with one lookup (the hot path of an incremental scan)."""
+        key = self._key(rating_key)
+        have = self._map.get(key)
+        if not have or have != self._digest(etag):
+            return False
+        if have.__class__ is bytes:
+            self._map[key] = bytearray(have)
+        return True
+
     def mark_seen(self, rating_key: str) -> None:
         key = self._key(rating_key)
         have = self._map.get(key)
@@ -261,6 +271,12 @@ class BatchWriter:
             del items[-1]
             return
         self._batch_keys[item.rating_key] = size
+
+    def add_claimed(self, rating_key: str) -> bool:
+        """An unchanged item already marked seen (`EtagMap.claim_unchanged`); True when `flush` is due."""
+        self._seen.append(rating_key)
+        self._unchanged_seen += 1
+        return len(self._seen) >= self._seen_cap
 
     async def add_seen(self, rating_key: str, *, unchanged: bool = True) -> None:
         if self._on_seen is not None:
@@ -447,15 +463,18 @@ class LibraryScanner:
             async for total, entries in self._entries(key, TYPE_MOVIE):
                 self.counters.total = total
                 self.phase = "fetching"
+                # (looked up per page: the catalog's ETags replace the empty map once the first page is in)
+                deep, claim, add_claimed = self.deep, self.etags.claim_unchanged, self.writer.add_claimed
                 for rating_key, _, title, etag in entries:
-                    self.counters.seen += 1
-                    if self._changed(rating_key, etag):
-                        pending.append(_Pending(rating_key, etag, title))
-                        if len(pending) >= self.options.metadata_batch:
-                            await self._spawn(tg, pending)
-                            pending = []
-                    else:
-                        await self.writer.add_seen(rating_key)
+                    if not deep and claim(rating_key, etag):
+                        if add_claimed(rating_key):
+                            await self.writer.flush()
+                        continue
+                    pending.append(_Pending(rating_key, etag, title))
+                    if len(pending) >= self.options.metadata_batch:
+                        await self._spawn(tg, pending)
+                        pending = []
+                self.counters.seen += len(entries)
             if pending:
                 await self._spawn(tg, pending)
 
@@ -593,17 +612,18 @@ class LibraryScanner:
         season_rollups: dict[str, Rollup] = {}
         changed_episodes: dict[str, list[_Episode]] = {}
         async for _, listed in self._entries(key, TYPE_EPISODE):
+            deep, claim, add_claimed = self.deep, self.etags.claim_unchanged, self.writer.add_claimed  # per page
             for rating_key, parent, title, etag in listed:
-                self.counters.seen += 1
-                ep = _Episode(rating_key, parent, etag, title)
-                rollup = season_rollups.get(ep.parent)
+                rollup = season_rollups.get(parent)
                 if rollup is None:
-                    rollup = season_rollups[ep.parent] = Rollup()
-                rollup.add(ep.rating_key, ep.etag)
-                if self._changed(ep.rating_key, ep.etag):
-                    changed_episodes.setdefault(ep.parent, []).append(ep)
+                    rollup = season_rollups[parent] = Rollup()
+                rollup.add(rating_key, etag)
+                if not deep and claim(rating_key, etag):
+                    if add_claimed(rating_key):
+                        await self.writer.flush()
                 else:
-                    await self.writer.add_seen(ep.rating_key)
+                    changed_episodes.setdefault(parent, []).append(_Episode(rating_key, parent, etag, title))
+            self.counters.seen += len(listed)
         show_rollups: dict[str, Rollup] = {}
         seasons_of: dict[str, list[_Pending]] = {}
         async for page in self.plex.section_entries(key, TYPE_SEASON, page_size=ps):
