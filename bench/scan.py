@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -366,6 +367,7 @@ def main() -> None:
     finally:
         if stack is not None:
             stack.down()
+            shutil.rmtree(stack.dir, ignore_errors=True)  # its PostgreSQL data: gigabytes after a full-size run
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     summarize(results)
 
