@@ -36,3 +36,20 @@ def test_up_is_idempotent_and_down_stops_everything(
     assert set(started) <= set(stopped)
     for pid in started.values():
         assert not infra.pid_alive(pid)
+
+
+def test_embedded_postgres_gets_its_settings_once(tmp_path: Path) -> None:
+    import psycopg
+
+    data = tmp_path / "pg"
+    url, pid = infra.start_postgres(data)
+    try:
+        with psycopg.connect(url) as conn:
+            for name, value in infra.POSTGRES_SETTINGS.items():
+                row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+                assert row is not None and row[0] == value, name
+        # Already applied: a second start reuses the running server (no restart).
+        assert infra.start_postgres(data) == (url, pid)
+    finally:
+        infra.stop_postgres(data)
+    assert not infra.pid_alive(pid)

@@ -102,11 +102,12 @@ def test_speculate_payloads_and_credit_lines() -> None:
     items = [movie("1"), movie("2")]
     b = batch(*items)
     request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=items)
-    ids = [i for _, i in b]
+    ids = [str(i) for _, i in b]  # the worker gets item ids as text
     payloads = bulk.speculate(
         request.SerializeToString(), ids, [inc.state for inc, _ in b], [inc.digest for inc, _ in b], LIB, COPY_TABLES
     )
     assert payloads is not None
+    assert payloads == bulk.copy_payloads(bulk.flatten_checked(b, LIB), COPY_TABLES)  # same as in-process
     assert payloads.tables["items"].count(b"\n") == 2 and "credits" not in payloads.tables
     assert len(payloads.credit_prefixes) == 6 and len(payloads.people) == 3  # the same 3 people in both movies
     lines = bulk.credit_lines(payloads.credit_prefixes, [100 + k for k in payloads.credit_people]).decode()
@@ -114,4 +115,4 @@ def test_speculate_payloads_and_credit_lines() -> None:
     bad = movie("3", year=5)
     request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=[bad])
     [(inc, item_id)] = batch(bad)
-    assert bulk.speculate(request.SerializeToString(), [item_id], [1], [inc.digest], LIB, COPY_TABLES) is None
+    assert bulk.speculate(request.SerializeToString(), [str(item_id)], [1], [inc.digest], LIB, COPY_TABLES) is None
