@@ -294,3 +294,29 @@ async def test_stream_stops_at_the_bad_batch(catalog: Stub, db: DB) -> None:
     assert [f for f, _ in field_violations(err.value)] == ["items[1].chapters[1].index"]
     keys = {r[0] for r in db.execute("SELECT rating_key FROM items WHERE library_id = %s", (lib,))}
     assert len(keys) == 100 and "b0" not in keys and "after" not in keys
+
+
+async def test_batches_before_a_malformed_request_are_written(catalog: Stub, db: DB) -> None:
+    """A request-level error (here a rating key twice in one batch) found while that batch was read ahead
+    still lets every batch before it be written and acknowledged, and nothing after it."""
+    lib = await new_library(catalog)
+    requests = [
+        batch(lib, [movie(str(700 + i)) for i in range(60)], seq=1),
+        batch(lib, [movie(str(760 + i)) for i in range(60)], seq=2),
+        batch(lib, [movie("d0"), movie("d0")], seq=3),
+        batch(lib, [movie("later")], seq=4),
+    ]
+    acks: list[int] = []
+
+    async def gen() -> Any:
+        for r in requests:
+            yield r
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for ack in catalog.WriteItems(gen()):
+            acks.append(ack.sequence)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert acks == [1, 2]
+    assert [f for f, _ in field_violations(err.value)] == ["items[1].rating_key"]
+    keys = {r[0] for r in db.execute("SELECT rating_key FROM items WHERE library_id = %s", (lib,))}
+    assert len(keys) == 120 and "d0" not in keys and "later" not in keys
