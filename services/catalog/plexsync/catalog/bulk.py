@@ -187,6 +187,20 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...
     return list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
 
 
+class Transposed:
+    """The rows of each table as columns, transposed once and shared by the column checks and the COPY text."""
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+        self._cache: dict[str, list[tuple[Any, ...]]] = {}
+
+    def get(self, attr: str, width: int) -> list[tuple[Any, ...]]:
+        cols = self._cache.get(attr)
+        if cols is None:
+            cols = self._cache[attr] = _columns(getattr(self.rows, attr), width)
+        return cols
+
+
 def _non_negative(*cols: Sequence[Any]) -> bool:
     for col in cols:
         if col:
@@ -206,9 +220,10 @@ def _unique(*cols: Sequence[Any]) -> bool:
     return not cols[0] or len(set(zip(*cols, strict=True))) == len(cols[0])
 
 
-def columns_ok(rows: Rows) -> bool:
+def columns_ok(rows: Rows, transposed: Transposed | None = None) -> bool:
     """Every rule of `ingest.flatten_item`, checked per column of the batch (possibly stricter)."""
-    it = _columns(rows.items, 29)
+    tr = transposed or Transposed(rows)
+    it = tr.get("items", 29)
     years = {y for y in it[13] if y}
     if years and not (min(years) >= 1800 and max(years) <= 3000):
         return False
@@ -224,12 +239,12 @@ def columns_ok(rows: Rows) -> bool:
         return False
     texts: list[Sequence[str]] = [it[4], it[5], it[8], it[9], it[10], it[11], it[12], it[15], it[23]]
 
-    tg = _columns(rows.tags, 4)
+    tg = tr.get("tags", 4)
     if not (all(tg[2]) and _texts_fit(MAX_SHORT, tg[2])):
         return False
     texts.append(tg[2])
 
-    cr = _columns(rows.credits, 6)
+    cr = tr.get("credits", 6)
     if cr[0]:
         names = [k[0] for k in cr[2]]
         if not (set(cr[1]) <= CREDIT_ROLES and all(names) and _texts_fit(MAX_SHORT, names, cr[4])):
@@ -238,31 +253,31 @@ def columns_ok(rows: Rows) -> bool:
             return False
         texts += [names, cr[4], cr[5]]
 
-    gu = _columns(rows.guids, 5)
+    gu = tr.get("guids", 5)
     if not (all(gu[1]) and _texts_fit(MAX_URL, gu[1], gu[3]) and _texts_fit(MAX_SHORT, gu[2])):
         return False
     texts += [gu[1], gu[2], gu[3]]
 
-    ar = _columns(rows.artwork, 6)
+    ar = tr.get("artwork", 6)
     if not (set(ar[1]) <= ARTWORK_KINDS and all(ar[2]) and _texts_fit(MAX_URL, ar[2]) and _texts_fit(MAX_SHORT, ar[3])):
         return False
     texts += [ar[2], ar[3]]
 
-    ve = _columns(rows.versions, 15)
+    ve = tr.get("versions", 15)
     if not (_non_negative(ve[1], ve[3], ve[4], ve[5], ve[6], ve[7], ve[8]) and _unique(ve[0], ve[1])):
         return False
     if not _texts_fit(MAX_SHORT, *ve[9:15]):
         return False
     texts += ve[9:15]
 
-    pa = _columns(rows.parts, 13)
+    pa = tr.get("parts", 13)
     if not (_non_negative(pa[2], pa[7], pa[8]) and _unique(pa[0], pa[1], pa[2]) and set(pa[12]) <= PART_STATES):
         return False
     if not (_texts_fit(MAX_URL, pa[4], pa[5], pa[6]) and _texts_fit(MAX_SHORT, pa[9], pa[10], pa[11])):
         return False
     texts += pa[4:7] + pa[9:12]
 
-    st = _columns(rows.streams, 22)
+    st = tr.get("streams", 22)
     if not (_non_negative(st[3], st[6], st[14], st[15], st[16], st[17]) and set(st[5]) <= STREAM_KINDS):
         return False
     if not (_unique(st[0], st[1], st[2], st[3]) and _texts_fit(MAX_URL, st[21])):
@@ -271,7 +286,7 @@ def columns_ok(rows: Rows) -> bool:
         return False
     texts += st[7:12] + st[18:22]
 
-    ch = _columns(rows.chapters, 5)
+    ch = tr.get("chapters", 5)
     if not (_unique(ch[0], ch[1]) and _texts_fit(MAX_TITLE, ch[2]) and _non_negative(ch[3], ch[4])):
         return False
     texts.append(ch[2])
@@ -317,9 +332,9 @@ _CONVERT: dict[str, Callable[[Sequence[Any]], Iterable[str]]] = {
 }
 
 
-def _columns_text(rows: Sequence[tuple[Any, ...]], types: Sequence[str]) -> list[Iterable[str]]:
-    """Every column of `rows` as COPY text values (text columns escaped when any value needs it)."""
-    cols = list(zip(*rows, strict=True))
+def _columns_text(columns: Sequence[Sequence[Any]], types: Sequence[str]) -> list[Iterable[str]]:
+    """Every column as COPY text values (text columns escaped when any value needs it)."""
+    cols = list(columns)
     texts = [i for i, t in enumerate(types) if t == "text"]
     joined = "".join(chain.from_iterable(cols[i] for i in texts))
     if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
@@ -332,7 +347,11 @@ def copy_text(rows: Sequence[tuple[Any, ...]], types: Sequence[str]) -> str:
     """Rows in COPY text format, converted column by column."""
     if not rows:
         return ""
-    return "\n".join(map("\t".join, zip(*_columns_text(rows, types), strict=True))) + "\n"
+    return _lines(_columns(rows, len(types)), types)
+
+
+def _lines(columns: Sequence[Sequence[Any]], types: Sequence[str]) -> str:
+    return "\n".join(map("\t".join, zip(*_columns_text(columns, types), strict=True))) + "\n"
 
 
 @dataclass
@@ -354,19 +373,21 @@ CREDIT_COPY_COLS: list[Column] = [
 ]  # fmt: skip
 
 
-def copy_payloads(rows: Rows, tables: Sequence[tuple[str, Sequence[Column], str]]) -> Payloads:
+def copy_payloads(
+    rows: Rows, tables: Sequence[tuple[str, Sequence[Column], str]], transposed: Transposed | None = None
+) -> Payloads:
     """COPY text of every table in `tables` ((table, columns, Rows attribute)) and the credit prefixes."""
+    tr = transposed or Transposed(rows)
     out = Payloads()
     for table, cols, attr in tables:
-        data: list[tuple[Any, ...]] = getattr(rows, attr)
-        if data:
-            out.tables[table] = copy_text(data, [t for _, t in cols]).encode()
+        if getattr(rows, attr):
+            out.tables[table] = _lines(tr.get(attr, len(cols)), [t for _, t in cols]).encode()
     if rows.credits:
         index: dict[tuple[str, int], int] = {}
-        people = [index.setdefault(r[2], len(index)) for r in rows.credits]
-        reordered = [(r[0], r[1], r[3], r[4], r[5]) for r in rows.credits]
-        texts = _columns_text(reordered, [t for _, t in CREDIT_COPY_COLS[:-1]])
-        out.credit_prefixes = list(map("\t".join, zip(*texts, ("",) * len(reordered), strict=True)))
+        cr = tr.get("credits", 6)
+        people = [index.setdefault(key, len(index)) for key in cr[2]]
+        texts = _columns_text([cr[0], cr[1], cr[3], cr[4], cr[5]], [t for _, t in CREDIT_COPY_COLS[:-1]])
+        out.credit_prefixes = list(map("\t".join, zip(*texts, ("",) * len(cr[0]), strict=True)))
         out.credit_people = people
         out.people = list(index)
     return out
@@ -394,9 +415,12 @@ def speculate(
         for i, (item, state, digest, item_id) in enumerate(zip(request.items, states, digests, ids, strict=True))
     ]
     rows = flatten_fast(batch, str(library_id))
-    if rows is None or not columns_ok(rows):
+    if rows is None:
         return None
-    return copy_payloads(rows, tables)
+    transposed = Transposed(rows)
+    if not columns_ok(rows, transposed):
+        return None
+    return copy_payloads(rows, tables, transposed)
 
 
 def warm_up() -> bool:
