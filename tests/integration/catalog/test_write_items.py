@@ -271,6 +271,22 @@ async def test_item_etags_stream_in_chunks(catalog: Stub) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def write_until_error(
+    catalog: Stub, requests: list[catalog_pb2.WriteItemsRequest]
+) -> tuple[list[int], grpc.aio.AioRpcError]:
+    """Stream `requests` through WriteItems, which must fail: (acknowledged sequences, the error)."""
+    acks: list[int] = []
+
+    async def gen() -> Any:
+        for r in requests:
+            yield r
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for ack in catalog.WriteItems(gen()):
+            acks.append(ack.sequence)
+    return acks, err.value
+
+
 async def test_stream_stops_at_the_bad_batch(catalog: Stub, db: DB) -> None:
     lib = await new_library(catalog)
     bad = movie("b1")
@@ -281,17 +297,9 @@ async def test_stream_stops_at_the_bad_batch(catalog: Stub, db: DB) -> None:
         batch(lib, [movie("b0"), bad], seq=3),
         batch(lib, [movie("after")], seq=4),
     ]
-    acks: list[int] = []
-
-    async def gen() -> Any:
-        for r in requests:
-            yield r
-
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for ack in catalog.WriteItems(gen()):
-            acks.append(ack.sequence)
+    acks, err = await write_until_error(catalog, requests)
     assert acks == [1, 2]
-    assert [f for f, _ in field_violations(err.value)] == ["items[1].chapters[1].index"]
+    assert [f for f, _ in field_violations(err)] == ["items[1].chapters[1].index"]
     keys = {r[0] for r in db.execute("SELECT rating_key FROM items WHERE library_id = %s", (lib,))}
     assert len(keys) == 100 and "b0" not in keys and "after" not in keys
 
@@ -306,17 +314,9 @@ async def test_batches_before_a_malformed_request_are_written(catalog: Stub, db:
         batch(lib, [movie("d0"), movie("d0")], seq=3),
         batch(lib, [movie("later")], seq=4),
     ]
-    acks: list[int] = []
-
-    async def gen() -> Any:
-        for r in requests:
-            yield r
-
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for ack in catalog.WriteItems(gen()):
-            acks.append(ack.sequence)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    acks, err = await write_until_error(catalog, requests)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert acks == [1, 2]
-    assert [f for f, _ in field_violations(err.value)] == ["items[1].rating_key"]
+    assert [f for f, _ in field_violations(err)] == ["items[1].rating_key"]
     keys = {r[0] for r in db.execute("SELECT rating_key FROM items WHERE library_id = %s", (lib,))}
     assert len(keys) == 120 and "d0" not in keys and "later" not in keys
