@@ -28,7 +28,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +50,15 @@ from plexsync.catalog.models import (
     Person,
 )
 from plexsync.common.clients import service_channel
-from plexsync.common.db import sqlalchemy_url
+from plexsync.common.db import libpq_url, sqlalchemy_url
 from plexsync.devstack import infra
 from plexsync.devstack.process import ChildProcess, start_service
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 from sqlalchemy import create_engine, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bench.support import PeakRss, postgres_settings
+from tests.support.stack import fresh_database
 
 C = common_pb2
 PEOPLE = 20_000
@@ -118,7 +119,7 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 def backend_cpu(database_url: str) -> dict[int, float]:
     """CPU seconds of the PostgreSQL backends serving the benchmark database (when the server is local)."""
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url = libpq_url(database_url)
     with psycopg.connect(url, autocommit=True) as conn:
         pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
         own = conn.execute("SELECT pg_backend_pid()").fetchone()
@@ -312,25 +313,17 @@ def median_results(runs: list[list[Result]]) -> list[Result]:
     return out
 
 
-def database(args: argparse.Namespace, work: Path) -> tuple[str, Callable[[], None]]:
-    """A fresh database on DATABASE_URL's server or on an embedded PostgreSQL; and how to clean up."""
-    base = os.environ.get("DATABASE_URL", "")
-    stop: Callable[[], None] = lambda: None  # noqa: E731
-    if not base:
-        data_dir = work / "pg"
-        base, _ = infra.start_postgres(data_dir)
-        stop = lambda: infra.stop_postgres(data_dir)  # noqa: E731
-    name = f"bench_catalog_{secrets.token_hex(4)}"
-    admin = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def cleanup() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        stop()
-
-    return make_url(base).set(database=name).render_as_string(hide_password=False), cleanup
+@contextmanager
+def database(work: Path) -> Iterator[str]:
+    """A fresh database on DATABASE_URL's server, or on an embedded PostgreSQL in `work`; dropped afterwards."""
+    external = os.environ.get("DATABASE_URL", "")
+    base = external or infra.start_postgres(work / "pg")[0]
+    try:
+        with fresh_database(base) as url:
+            yield url
+    finally:
+        if not external:
+            infra.stop_postgres(work / "pg")
 
 
 def main() -> int:
@@ -343,8 +336,9 @@ def main() -> int:
     runs = args.runs or (3 if args.items < 20_000 else 1)
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     work = Path(tempfile.mkdtemp(prefix="bench-catalog-", dir=infra.DEV_DIR if infra.DEV_DIR.exists() else None))
-    database_url, cleanup = database(args, work)
-    settings = postgres_settings(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    resources = ExitStack()
+    database_url = resources.enter_context(database(work))
+    settings = postgres_settings(libpq_url(database_url))
     token = secrets.token_urlsafe(18)
     child: ChildProcess | None = None
     try:
@@ -374,7 +368,7 @@ def main() -> int:
     finally:
         if child is not None:
             child.stop()
-        cleanup()
+        resources.close()
     shutil.rmtree(work, ignore_errors=True)  # kept (with the catalog log) only when the run failed
     print()
     print(f"catalog ingest: {args.items} movies (10 credits, 3 genres, 3 guids, 2 files x 4 streams), "

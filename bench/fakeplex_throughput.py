@@ -1,6 +1,6 @@
 """Measure fakeplex's listing throughput: is it fast enough to benchmark a scanner against?
 
-Starts fakeplex as a subprocess pinned to CPU 0 (``taskset`` when available), then from this process
+Starts fakeplex as a real process (plexsync.devstack) with its threads pinned to CPU 0, then from this process
 (pinned elsewhere when possible) drives concurrent keep-alive httpx clients at listing pages for
 ``--seconds`` per run, ``--runs`` times, and prints requests, seconds and the median req/s.
 Target: >= 2,000 req/s.
@@ -16,10 +16,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,39 +25,28 @@ from typing import Any
 import aiohttp
 import httpx
 import psutil
+from plexsync.devstack.process import ChildProcess, start_fakeplex
 
 TOKEN = "bench-token"
 
 
-def start_fakeplex(movies: int, ready: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "plexsync.fakeplex",
-        "--port",
-        "0",
-        "--token",
-        TOKEN,
-        "--movies",
-        str(movies),
-        "--shows",
-        "20",
-        "--seasons",
-        "3",
-        "--episodes",
-        "10",
-        "--ready-file",
-        str(ready),
-    ]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("fakeplex did not start")
-        time.sleep(0.05)
-    return proc
+def start_pinned_fakeplex(movies: int, log_dir: Path) -> tuple[ChildProcess, str]:
+    """fakeplex as a real process (plexsync.devstack) on core 0, this process on the others; (child, URL).
+
+    The child inherits this process's CPU affinity when it is spawned, so every thread it ever starts
+    stays on core 0."""
+    args = ["--port", "0", "--token", TOKEN, "--movies", str(movies), "--shows", "20", "--seasons", "3",
+            "--episodes", "10"]  # fmt: skip
+    cores = os.cpu_count() or 1
+    pin = hasattr(os, "sched_setaffinity") and cores > 1
+    if pin:
+        os.sched_setaffinity(0, {0})
+    try:
+        child, info = start_fakeplex(args, log_dir / "fakeplex.log")
+    finally:
+        if pin:
+            os.sched_setaffinity(0, set(range(1, cores)))
+    return child, str(info["url"])
 
 
 async def drive_aiohttp(url: str, paths: list[str], seconds: float, concurrency: int, accept: str) -> tuple[int, float]:
@@ -125,20 +111,16 @@ def main() -> None:
     ap.add_argument("--client", choices=("httpx", "aiohttp"), default="httpx")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     with tempfile.TemporaryDirectory() as tmp:
-        ready = Path(tmp) / "ready.json"
-        proc = start_fakeplex(args.movies, ready)
+        child, url = start_pinned_fakeplex(args.movies, Path(tmp))
         try:
-            url = json.loads(ready.read_text())["url"]
             size = args.page_size
             pages = [
                 f"/library/sections/1/all?X-Plex-Container-Start={s}&X-Plex-Container-Size={size}"
                 for s in range(0, args.movies, size)
             ]
             rows: list[dict[str, Any]] = []
-            server = psutil.Process(proc.pid)
+            server = psutil.Process(child.pid)
             driver = drive if args.client == "httpx" else drive_aiohttp
             for label, accept in (("json", "application/json"), ("xml", "text/xml")):
                 rates, reqs, secs, cpu = [], 0, 0.0, 0.0
@@ -162,8 +144,7 @@ def main() -> None:
                     }
                 )
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            child.stop(timeout=10)
     width = max(len(r["endpoint"]) for r in rows)
     print(
         f"{'endpoint':<{width}}  {'requests':>9}  {'seconds':>8}  {'req/s (median)':>14}  "
@@ -174,7 +155,8 @@ def main() -> None:
             f"{r['endpoint']:<{width}}  {r['requests']:>9}  {r['seconds']:>8}  {r['req_per_s_median']:>14}  "
             f"{r['server_cpu']:>10}  {r['capacity_per_core']!s:>14}  {r['runs']}"
         )
-    print(f"target >= 2000 req/s; fakeplex pinned to CPU 0 ({'taskset' if shutil.which('taskset') else 'unpinned'})")
+    pinned = "pinned to CPU 0" if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1 else "not pinned"
+    print(f"target >= 2000 req/s; fakeplex {pinned}")
     if args.json:
         print(json.dumps(rows))
 

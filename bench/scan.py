@@ -36,6 +36,7 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from plexsync.common.db import libpq_url  # noqa: E402
 from plexsync.devstack import infra  # noqa: E402
 from plexsync.devstack.stack import Stack, StackState  # noqa: E402
 from plexsync.fakeplex import FakePlexControl  # noqa: E402
@@ -49,7 +50,7 @@ from plexsync.v1 import (  # noqa: E402
 
 from bench.support import PeakRss  # noqa: E402
 from tests.integration.scanner.support import fakeplex_process, watch  # noqa: E402
-from tests.support.stack import ServiceStack, fresh_database, libpq_url  # noqa: E402
+from tests.support.stack import ServiceStack, fresh_database  # noqa: E402
 
 
 @dataclass

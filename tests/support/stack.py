@@ -12,17 +12,12 @@ from pathlib import Path
 import grpc
 import psycopg
 from plexsync.common.clients import service_channel
+from plexsync.common.db import libpq_url
 from plexsync.devstack.infra import free_port
 from plexsync.devstack.process import ChildProcess, start_service
 from sqlalchemy.engine import make_url
 
 IDENTITIES = ("auth", "catalog", "scanner", "scheduler", "cli", "admin", "test")
-
-
-def libpq_url(database_url: str) -> str:
-    """A URL psycopg understands (no SQLAlchemy driver suffix)."""
-    url = make_url(database_url)
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextmanager

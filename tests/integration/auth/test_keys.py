@@ -14,11 +14,12 @@ import grpc
 import psycopg
 import pytest
 from plexsync.auth.crypto import new_key
+from plexsync.common.db import libpq_url
 from plexsync.devstack.process import ServiceStartError
 from plexsync.v1 import auth_pb2, auth_pb2_grpc
 
 from tests.integration.auth.conftest import FakePlexProcess, auth_env, key_spec
-from tests.support.stack import ServiceStack, libpq_url
+from tests.support.stack import ServiceStack
 
 OLD = ("k1", new_key())
 NEW = ("k2", new_key())

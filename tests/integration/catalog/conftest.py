@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+from plexsync.common.db import libpq_url
 from plexsync.v1 import catalog_pb2_grpc
 
-from tests.support.stack import ServiceStack, libpq_url
+from tests.support.stack import ServiceStack
 
 
 @pytest.fixture(scope="module")

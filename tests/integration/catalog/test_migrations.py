@@ -11,10 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from plexsync.catalog.migrate import MIGRATIONS
 from plexsync.catalog.models import SCHEMA, Base
-from plexsync.common.db import sqlalchemy_url
+from plexsync.common.db import libpq_url, sqlalchemy_url
 from sqlalchemy import create_engine, pool
-
-from tests.support.stack import libpq_url
 
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,11 @@ def sqlalchemy_url(database_url: str) -> URL:
     return url
 
 
+def libpq_url(database_url: str) -> str:
+    """The same database as a URL psycopg (libpq) understands: no SQLAlchemy driver suffix."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(database_url: str, *, schema: str, pool_size: int = 10, application_name: str = "") -> AsyncEngine:
     """An async engine whose connections use `schema` first on the search path."""
     url = sqlalchemy_url(database_url)

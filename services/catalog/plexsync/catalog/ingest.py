@@ -192,6 +192,14 @@ class Checker:
     def add(self, path: str, why: str) -> None:
         self.violations.append(FieldViolation(path, why))
 
+    def plex_id(self, value: int, seen: set[int], path: str, what: str, scope: str) -> None:
+        """A Plex id: not negative and unique within its parent (recorded in `seen`)."""
+        if value < 0:
+            self.add(path, f"must not be negative, got {value}")
+        if value in seen:
+            self.add(path, f"duplicate {what} id {value} in this {scope}")
+        seen.add(value)
+
 
 def _tag_list(chk: Checker, values: Any, path: str, item_id: uuid.UUID, kind: int, rows: list[tuple[Any, ...]]) -> str:
     if len(values) > MAX_LIST:
@@ -306,11 +314,7 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: uuid.UUID, library_id: uu
     for j, m in enumerate(it.media):
         mp = f"{p}.media[{j}]"
         mid = m.plex_media_id
-        if mid < 0:
-            chk.add(f"{mp}.plex_media_id", f"must not be negative, got {mid}")
-        if mid in media_ids:
-            chk.add(f"{mp}.plex_media_id", f"duplicate media id {mid} in this item")
-        media_ids.add(mid)
+        chk.plex_id(mid, media_ids, f"{mp}.plex_media_id", "media", "item")
         m_ms = to_ms(m.duration)
         chk.non_negative(m_ms, mp, ".duration")
         chk.non_negatives(m, mp, _MEDIA_NUMBERS)
@@ -325,11 +329,7 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: uuid.UUID, library_id: uu
         for k, part in enumerate(m.parts):
             pp = f"{mp}.parts[{k}]"
             pid = part.plex_part_id
-            if pid < 0:
-                chk.add(f"{pp}.plex_part_id", f"must not be negative, got {pid}")
-            if pid in part_ids:
-                chk.add(f"{pp}.plex_part_id", f"duplicate part id {pid} in this media version")
-            part_ids.add(pid)
+            chk.plex_id(pid, part_ids, f"{pp}.plex_part_id", "part", "media version")
             chk.non_negative(part.size_bytes, pp, ".size_bytes")
             p_ms = to_ms(part.duration)
             chk.non_negative(p_ms, pp, ".duration")
@@ -357,10 +357,7 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: uuid.UUID, library_id: uu
                     or "\x00" in "".join((*row[7:12], *row[18:22]))
                 ):  # fmt: skip
                     sp = f"{pp}.streams[{n}]"
-                    if sid < 0:
-                        chk.add(f"{sp}.plex_stream_id", f"must not be negative, got {sid}")
-                    if sid in stream_ids:
-                        chk.add(f"{sp}.plex_stream_id", f"duplicate stream id {sid} in this part")
+                    chk.plex_id(sid, stream_ids, f"{sp}.plex_stream_id", "stream", "part")
                     chk.enum(s.kind, STREAM_KINDS, sp, ".kind", "stream kind")
                     chk.non_negatives(s, sp, _STREAM_NUMBERS)
                     chk.texts(s, sp, _STREAM_TEXTS, MAX_SHORT)

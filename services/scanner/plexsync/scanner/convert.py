@@ -7,7 +7,6 @@ from typing import TypeAlias
 from urllib.parse import urlparse
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.scanner.paths import NORMAL, FileStates, item_state
 from plexsync.scanner.plex_models import PlexMetadata, PlexPart, PlexTag, Raw, read_int, read_list, read_str
 from plexsync.v1 import common_pb2
@@ -43,12 +42,12 @@ def ms(value: int) -> Duration:
     return d
 
 
-def ts(seconds: int) -> Timestamp | None:
-    if not seconds:
-        return None
-    t = Timestamp()
-    t.FromSeconds(seconds)
-    return t
+def _set_plex_times(message: common_pb2.Item | common_pb2.Collection, meta: PlexMetadata) -> None:
+    """Plex's added/updated times onto an item or collection (left unset when Plex gave none)."""
+    if meta.added_at:
+        message.plex_added_at.FromSeconds(meta.added_at)
+    if meta.updated_at:
+        message.plex_updated_at.FromSeconds(meta.updated_at)
 
 
 def artwork_source(url: str) -> str:
@@ -249,11 +248,7 @@ def to_item(
         version_states.append([p.state for p in version.parts])
         item.media.append(version)
     item.state = NORMAL if kind in _CONTAINER_KINDS else item_state(version_states)
-    added, updated = ts(meta.added_at), ts(meta.updated_at)
-    if added is not None:
-        item.plex_added_at.CopyFrom(added)
-    if updated is not None:
-        item.plex_updated_at.CopyFrom(updated)
+    _set_plex_times(item, meta)
     return item
 
 
@@ -270,9 +265,5 @@ def to_collection(meta: PlexMetadata, *, library_id: str, etag: str, members: li
         artwork=artwork(meta),
         member_rating_keys=members,
     )
-    added, updated = ts(meta.added_at), ts(meta.updated_at)
-    if added is not None:
-        coll.plex_added_at.CopyFrom(added)
-    if updated is not None:
-        coll.plex_updated_at.CopyFrom(updated)
+    _set_plex_times(coll, meta)
     return coll

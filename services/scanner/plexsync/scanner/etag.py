@@ -172,19 +172,17 @@ def raw_listing_fingerprint(d: Raw) -> list[str]:
 
 def raw_item_etag(d: Raw, *, local: Iterable[str] = (), children: Rollup | None = None) -> str:
     """`item_etag` of a raw listing entry."""
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(_SEP.join(raw_listing_fingerprint(d)).encode())
-    for entry in local:
-        h.update(b"\x1dlocal=" + entry.encode())
-    if children is not None:
-        h.update(b"\x1dchildren=" + children.digest().encode())
-    return h.hexdigest()
+    return _etag(raw_listing_fingerprint(d), local, children)
 
 
 def item_etag(meta: PlexMetadata, *, local: Iterable[str] = (), children: Rollup | None = None) -> str:
     """The ETag of one item: its listing entry, its files' local state, and its children's roll-up."""
+    return _etag(listing_fingerprint(meta), local, children)
+
+
+def _etag(fingerprint: list[str], local: Iterable[str], children: Rollup | None) -> str:
     h = hashlib.sha1(usedforsecurity=False)
-    h.update(_SEP.join(listing_fingerprint(meta)).encode())
+    h.update(_SEP.join(fingerprint).encode())
     for entry in local:
         h.update(b"\x1dlocal=" + entry.encode())
     if children is not None:

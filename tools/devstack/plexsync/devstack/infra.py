@@ -110,6 +110,7 @@ def _restart_postgres(data_dir: Path, system_user: str | None) -> None:
 
 
 def _postmaster_pid(data_dir: Path) -> int | None:
+    """The pid in data_dir's postmaster.pid, if that process runs."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
@@ -119,12 +120,8 @@ def _postmaster_pid(data_dir: Path) -> int | None:
 
 def stop_postgres(data_dir: Path) -> None:
     """Stop the embedded PostgreSQL whose data is in data_dir, if it runs."""
-    pid_file = data_dir / "postmaster.pid"
-    if not pid_file.exists():
-        return
-    try:
-        pid = int(pid_file.read_text().splitlines()[0])
-    except (ValueError, IndexError, OSError):
+    pid = _postmaster_pid(data_dir)
+    if pid is None:
         return
     # SIGINT is PostgreSQL's "fast shutdown": disconnect clients, stop cleanly.
     with contextlib.suppress(ProcessLookupError):
