@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ class FakePlexProcess:
         return FakePlexControl(self.control_url)
 
 
-def start_fakeplex(directory: Path, *, seed: int, account_token: str | None = None) -> FakePlexProcess:
+@contextmanager
+def running_fakeplex(directory: Path, *, seed: int, account_token: str | None = None) -> Iterator[FakePlexProcess]:
+    """fakeplex as a real process for the block, with its control and TLS listeners, stopped afterwards."""
     directory.mkdir(parents=True, exist_ok=True)
     token = f"srvtok-{secrets.token_urlsafe(16)}"
     account = account_token or f"acctok-{secrets.token_urlsafe(16)}"
@@ -70,16 +73,16 @@ def start_fakeplex(directory: Path, *, seed: int, account_token: str | None = No
     args += ["--movies", "2", "--shows", "0", "--other-videos", "0", "--seed", str(seed)]
     args += ["--friendly-name", f"FakePlex {seed}"]
     child, info = process.start_fakeplex(args, directory / f"fakeplex-{seed}.log")
-    return FakePlexProcess(child, info, token, account)
+    try:
+        yield FakePlexProcess(child, info, token, account)
+    finally:
+        child.stop(timeout=5)
 
 
 @pytest.fixture(scope="module")
 def fakeplex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePlexProcess]:
-    fp = start_fakeplex(tmp_path_factory.mktemp("fakeplex"), seed=7)
-    try:
+    with running_fakeplex(tmp_path_factory.mktemp("fakeplex"), seed=7) as fp:
         yield fp
-    finally:
-        fp.child.stop(timeout=5)
 
 
 @dataclass

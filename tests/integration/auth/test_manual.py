@@ -19,7 +19,7 @@ from tests.integration.auth.conftest import (
     assert_client_headers,
     auth_env,
     key_spec,
-    start_fakeplex,
+    running_fakeplex,
 )
 from tests.support.stack import ServiceStack
 
@@ -36,11 +36,8 @@ def auth(
 
 @pytest.fixture(scope="module")
 def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePlexProcess]:
-    fp = start_fakeplex(tmp_path_factory.mktemp("fakeplex-2"), seed=9)
-    try:
+    with running_fakeplex(tmp_path_factory.mktemp("fakeplex-2"), seed=9) as fp:
         yield fp
-    finally:
-        fp.child.stop(timeout=5)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -159,11 +156,8 @@ async def test_server_that_goes_away_is_offline_and_credentials_unavailable(
     tmp_path_factory: pytest.TempPathFactory,
     server_events: EventLog,
 ) -> None:
-    doomed = start_fakeplex(tmp_path_factory.mktemp("fakeplex-3"), seed=10)
-    try:
+    with running_fakeplex(tmp_path_factory.mktemp("fakeplex-3"), seed=10) as doomed:
         server = (await cli.AddServer(auth_pb2.AddServerRequest(url=doomed.local_url, token=doomed.token))).server
-    finally:
-        doomed.child.stop(timeout=5)
     error = await rpc_error(scanner.GetServerCredentials(auth_pb2.GetServerCredentialsRequest(server_id=server.id)))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     details = error.details() or ""
