@@ -271,9 +271,9 @@ class Writer:
 
         Up to `READ_AHEAD` batches after the one in the database are read and hashed ahead; while the last
         classified batch turned out mostly new or changed, each of them is also flattened speculatively, as if
-        all its items were new, in the worker pool, so the worker never waits for the database and the
-        database never waits for the worker. Transactions stay strictly sequential: batch N+1 is classified
-        against the committed state of batch N, so the result is exactly that of one batch after the other.
+        all its items were new, in the worker pool, so the worker can run ahead of the database. Transactions
+        stay strictly sequential: batch N+1 is classified against the committed state of batch N, so the
+        result is exactly that of one batch after the other.
         """
         iterator = aiter(requests)
         ahead: deque[asyncio.Task[Prepared | None]] = deque()
