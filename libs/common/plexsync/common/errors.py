@@ -52,6 +52,10 @@ class FailedPreconditionError(PlexsyncError):
     """The system is not in a state that allows the operation (e.g. a scan is already running)."""
 
 
+class AbortedError(PlexsyncError):
+    """The operation lost a race with a concurrent one (a conflicting write); retrying it may succeed."""
+
+
 class UnauthenticatedError(PlexsyncError):
     """Credentials are missing or invalid."""
 

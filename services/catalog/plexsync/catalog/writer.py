@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from plexsync.catalog.bulk import Payloads
 from plexsync.catalog.ingest import Incoming, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
 from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
-from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from plexsync.common.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from plexsync.common.workers import worker_pool
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -134,6 +134,8 @@ def lock_key(library_id: uuid.UUID) -> int:
 
 SPECULATE_MIN_ITEMS = 50  # smaller batches are flattened in-process (not worth a round trip to the worker)
 READ_AHEAD = 2  # batches read, hashed and flattened ahead of the one being written
+PIPELINE = 2  # transactions of one stream open at once
+MAX_CONFLICT_RETRIES = 3  # writes of a batch that conflicted with another writer, before ABORTED
 
 
 @contextmanager
@@ -174,6 +176,47 @@ class Prepared:
     collections: list[ingest.CollectionIn]
     speculative: asyncio.Future[Payloads | None] | None = None  # COPY payloads, being built by a worker
     speculative_ids: list[uuid.UUID] | None = None
+    _keys: frozenset[str] | None = None
+
+    def keys(self) -> frozenset[str]:
+        """The rating keys this batch writes or marks as seen."""
+        if self._keys is None:
+            self._keys = frozenset([*(inc.item.rating_key for inc in self.incoming), *self.request.seen_rating_keys])
+        return self._keys
+
+
+@dataclass
+class Turn:
+    """How a batch lets the one pipelined behind it go on (see `Writer.write_prepared`)."""
+
+    people_written: asyncio.Event = field(default_factory=asyncio.Event)
+    committed: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass
+class _InFlight:
+    """A batch whose transaction is open."""
+
+    prep: Prepared
+    task: asyncio.Task[BatchResult]
+    turn: Turn
+
+    def disjoint(self, other: Prepared) -> bool:
+        """True when `other` shares no rating key (items or seen keys) with this batch's library keys."""
+        if other.library_id != self.prep.library_id:
+            return True
+        return self.prep.keys().isdisjoint(other.keys())
+
+
+class _Abandoned(Exception):
+    """The batch before a pipelined one failed: the pipelined one is rolled back with it."""
+
+
+async def _cancel_all(tasks: list[asyncio.Task[BatchResult]]) -> None:
+    """Cancel the tasks and wait until each has ended (its transaction rolled back)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass
@@ -269,15 +312,24 @@ class Writer:
     ) -> AsyncIterator[tuple[catalog_pb2.WriteItemsRequest, BatchResult]]:
         """Batches of a WriteItems stream, in order, each in its own transaction.
 
-        Up to `READ_AHEAD` batches after the one in the database are read and hashed ahead; while the last
+        Up to `READ_AHEAD` batches after the ones in the database are read and hashed ahead; while the last
         classified batch turned out mostly new or changed, each of them is also flattened speculatively, as if
-        all its items were new, in the worker pool, so the worker can run ahead of the database. Transactions
-        stay strictly sequential: batch N+1 is classified against the committed state of batch N, so the
-        result is exactly that of one batch after the other.
+        all its items were new, in the worker pool, so the worker can run ahead of the database.
+
+        Up to `PIPELINE` transactions are open at once, so PostgreSQL COPYs one batch's new items while the
+        service is still busy with the previous batch. A batch is pipelined only when no rating key of it
+        (items or seen keys) is in the batch before; everything that depends on earlier batches waits for
+        their commit (see `write_prepared`), so the result is that of one batch after the other. When another
+        writer of the library gets in the way (a key inserted concurrently, a deadlock), the batches from the
+        one that failed on are rolled back and written again, one after the other.
         """
         iterator = aiter(requests)
         ahead: deque[asyncio.Task[Prepared | None]] = deque()
         speculating = False  # the last classified batch was mostly written (the first has nothing to go by)
+        in_flight: deque[_InFlight] = deque()  # started transactions, oldest first
+        redo: deque[Prepared] = deque()  # batches rolled back after a conflict, to start again in order
+        attempts: dict[int, int] = {}
+        exhausted = False
 
         def speculate_if_worth_it(prepared: Prepared | None) -> None:
             if (
@@ -306,22 +358,112 @@ class Writer:
                 if task.done() and not task.cancelled() and task.exception() is None:
                     speculate_if_worth_it(task.result())
 
+        async def pull() -> Prepared | None:
+            nonlocal exhausted
+            if redo:
+                return redo.popleft()
+            if exhausted:
+                return None
+            task = ahead.popleft() if ahead else asyncio.create_task(read_next(None))
+            while len(ahead) < READ_AHEAD:  # keep reading while this one is awaited
+                ahead.append(asyncio.create_task(read_next(ahead[-1] if ahead else task)))
+            prepared = await task
+            exhausted = prepared is None
+            return prepared
+
+        def start(prep: Prepared) -> None:
+            after = in_flight[-1].turn if in_flight else None
+            turn = Turn()
+            task = asyncio.create_task(self._write_in_turn(prep, classified, after, turn))
+            in_flight.append(_InFlight(prep, task, turn))
+
         # The first batch is sent to the worker once classified as all new (see write_prepared), so an
-        # unchanged re-send never pays for flattening.
-        current = await read_next(None)
+        # unchanged re-send never pays for flattening. Reading the next batch and writing the ones in flight
+        # are awaited together: a client may wait for an acknowledgement before it sends more.
+        held: Prepared | None = None  # read, waiting for a place in the pipeline
+        pulling: asyncio.Task[Prepared | None] | None = None
+        read_error: BaseException | None = None  # raised once every batch before it is written
         try:
-            while current is not None:
-                while len(ahead) < READ_AHEAD:
-                    ahead.append(asyncio.create_task(read_next(ahead[-1] if ahead else None)))
-                result = await self.write_prepared(current, on_classified=classified)
-                yield current.request, result
-                current = await ahead.popleft()
+            while True:
+                if (
+                    pulling is None
+                    and held is None
+                    and read_error is None
+                    and (redo or not exhausted)
+                    and len(in_flight) < PIPELINE
+                ):
+                    pulling = asyncio.create_task(pull())
+                if pulling is not None and pulling.done():
+                    try:
+                        held = pulling.result()
+                    except Exception as exc:
+                        read_error = exc
+                    pulling = None
+                if held is not None and (not in_flight or (len(in_flight) < PIPELINE and in_flight[-1].disjoint(held))):
+                    start(held)
+                    held = None
+                    continue
+                if not in_flight:
+                    if pulling is not None:
+                        await asyncio.wait([pulling])
+                        continue
+                    if read_error is not None:
+                        raise read_error
+                    break  # nothing read, nothing in flight: the stream is done
+                flight = in_flight[0]
+                if not flight.task.done():
+                    waiting: list[asyncio.Future[Any]] = [flight.task, *([pulling] if pulling else [])]
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    result = flight.task.result()
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected) as exc:
+                    tries = attempts[id(flight.prep)] = attempts.get(id(flight.prep), 0) + 1
+                    if tries >= MAX_CONFLICT_RETRIES:
+                        raise AbortedError(
+                            f"batch {flight.prep.request.sequence} conflicted {tries} times with concurrent "
+                            "writes to its library; retry"
+                        ) from exc
+                    log.info("batch conflicted with a concurrent write; writing it again", exc_info=exc)
+                    later = [f for f in in_flight if f is not flight]
+                    await _cancel_all([f.task for f in later])
+                    in_flight.clear()
+                    again = [flight.prep, *(f.prep for f in later), *([held] if held else [])]
+                    held = None
+                    if pulling is not None:  # the batch being read comes after the ones rolled back
+                        await asyncio.wait([pulling])
+                        try:
+                            pulled = pulling.result()
+                            again.extend([pulled] if pulled else [])
+                        except Exception as read_exc:
+                            read_error = read_exc
+                        pulling = None
+                    redo.extendleft(reversed(again))
+                    continue
+                in_flight.popleft()
+                yield flight.prep.request, result
         finally:
-            for task in ahead:  # failed batch or caller gone: stop reading
+            await _cancel_all([f.task for f in in_flight])  # failed batch or caller gone: roll back the rest
+            if pulling is not None:
+                pulling.cancel()
+            for task in ahead:  # stop reading
                 if task.done():
                     task.cancelled() or task.exception()  # retrieved: a later batch's error is moot now
                 else:
                     task.cancel()
+
+    async def _write_in_turn(
+        self, prep: Prepared, classified: Callable[[bool], None], after: Turn | None, turn: Turn
+    ) -> BatchResult:
+        try:
+            result = await self.write_prepared(prep, on_classified=classified, after=after, turn=turn)
+        except BaseException:
+            turn.people_written.set()
+            if not turn.committed.done():
+                turn.committed.set_result(False)
+            raise
+        turn.committed.set_result(True)
+        return result
 
     async def prepare(self, request: catalog_pb2.WriteItemsRequest) -> Prepared:
         """Request checks and content hashes (flattening is started later, by `_speculate`)."""
@@ -334,17 +476,31 @@ class Writer:
         return Prepared(request, library_id, scan_id, incoming, collections)
 
     async def write_prepared(
-        self, prep: Prepared, *, on_classified: Callable[[bool], None] | None = None
+        self,
+        prep: Prepared,
+        *,
+        on_classified: Callable[[bool], None] | None = None,
+        after: Turn | None = None,
+        turn: Turn | None = None,
     ) -> BatchResult:
         """One prepared batch in one transaction; `on_classified(mostly_written)` is called as soon as the
-        batch's items are known to be new/changed or not (the stream then starts flattening the next one)."""
+        batch's items are known to be new/changed or not (the stream then starts flattening the next one).
+
+        Alone (`after` None), the transaction takes the library's lock first. Pipelined behind the batch whose
+        `Turn` is `after`, it first classifies its items and COPYs its new ones without the lock, while that
+        batch is still being written (their rating keys are disjoint, see `write_stream`); it inserts people
+        only once that batch has (so neither ever waits for a row the other inserted), then waits for that
+        batch to commit, takes the lock and does everything that reads or changes stored rows: its scan,
+        updates of changed items, items that went missing since they were classified, parents, seen keys,
+        collections. So a pipelined batch never holds a row lock the batch before it needs. `turn` is
+        signalled as this batch passes the same points."""
         library_id, scan_id, incoming, collections = prep.library_id, prep.scan_id, prep.incoming, prep.collections
         request = prep.request
         result = BatchResult()
         new_people: dict[tuple[str, int], int] = {}
         async with self.store.cursor() as cur:
-            await self._lock_library(cur, library_id, wait_for_flush=False)
-            if scan_id is not None:
+            await self._lock_library(cur, library_id, wait_for_flush=False, lock=after is None)
+            if scan_id is not None and after is None:  # pipelined: in phase 2 (the batch before may add the scan)
                 await self._attach_scan(cur, scan_id, library_id)
             keys = [inc.item.rating_key for inc in incoming]
             stored: dict[str, tuple[uuid.UUID, bytes, int, bool]] = {}
@@ -358,6 +514,7 @@ class Writer:
             new: list[tuple[Incoming, uuid.UUID]] = []
             changed: list[tuple[Incoming, uuid.UUID]] = []
             state_only: list[tuple[uuid.UUID, int]] = []
+            unchanged: list[str] = []
             speculative_ids: list[uuid.UUID | None] = (
                 [*prep.speculative_ids] if prep.speculative_ids else [None] * len(incoming)
             )
@@ -372,6 +529,7 @@ class Writer:
                     result.restored += 1
                 elif digest == inc.digest and state == inc.state:
                     result.unchanged += 1
+                    unchanged.append(inc.item.rating_key)
                     continue
                 else:
                     result.updated += 1
@@ -387,11 +545,25 @@ class Writer:
             with no_gc():
                 payloads = speculative or bulk.copy_payloads(bulk.flatten_checked(new, library_id), COPY_TABLES)
                 rows_changed = bulk.flatten_checked(changed, library_id)
+            if after is not None:
+                await after.people_written.wait()
             person_ids, new_people = await self._resolve_people(
                 cur, [*payloads.people, *(r[2] for r in rows_changed.credits)]
             )
+            if turn is not None:
+                turn.people_written.set()
             rows_changed.credits = [(r[0], r[1], person_ids[r[2]], r[3], r[4], r[5]) for r in rows_changed.credits]
             await self._write_new(cur, payloads, person_ids)
+            if after is not None:
+                if not await after.committed:
+                    raise _Abandoned
+                await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
+                if scan_id is not None:
+                    await self._attach_scan(cur, scan_id, library_id)
+                if unchanged:  # gone missing since classified (another scan's FinishScan): back, as in order
+                    restored, _ = await self._restore_seen(cur, library_id, unchanged, count=False)
+                    result.restored += restored
+                    result.unchanged -= restored
             await self._write_changed(cur, rows_changed, state_only)
             await self._resolve_parents(
                 cur,
@@ -414,19 +586,18 @@ class Writer:
         return result
 
     async def _lock_library(
-        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, *, wait_for_flush: bool = True
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, *, wait_for_flush: bool = True, lock: bool = True
     ) -> None:
-        """Serialise the library's writes. With `wait_for_flush=False` the commit does not wait for its WAL to
+        """Serialise the library's writes (unless `lock` is False: the caller takes the lock later) and check
+        that the library exists. With `wait_for_flush=False` the commit does not wait for its WAL to
         reach the disk (PostgreSQL's asynchronous commit): a crash of the database may lose the last fraction
         of a second of batches, which the next scan sends again (their ETags are not in the catalog), and never
         a batch before a FinishScan, whose synchronous commit flushes all the WAL before it."""
-        if wait_for_flush:  # the server's own setting (on, or remote_apply with replicas...)
-            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
-        else:
-            await cur.execute(
-                "SELECT pg_advisory_xact_lock(%s), set_config('synchronous_commit', 'off', true)",
-                (lock_key(library_id),),
-            )
+        calls = ["pg_advisory_xact_lock(%s)"] if lock else []
+        if not wait_for_flush:  # else the server's own setting (on, or remote_apply with replicas...)
+            calls.append("set_config('synchronous_commit', 'off', true)")
+        if calls:
+            await cur.execute("SELECT " + ", ".join(calls), (lock_key(library_id),) if lock else ())
         await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
         if await cur.fetchone() is None:
             raise NotFoundError("library", str(library_id))
@@ -439,6 +610,9 @@ class Writer:
             (scan_id, library_id, scan_id),
         )
         row = await cur.fetchone()
+        if row is None:  # inserted by a batch that committed while this statement waited: not in its snapshot
+            await cur.execute("SELECT library_id, finished_at FROM scans WHERE id = %s", (scan_id,))
+            row = await cur.fetchone()
         assert row is not None
         if row[0] != library_id:
             raise InvalidArgumentError.single("scan_id", "belongs to a scan of another library")
@@ -542,15 +716,16 @@ class Writer:
             )
 
     async def _restore_seen(
-        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str], *, count: bool = True
     ) -> tuple[int, int]:
-        """Bring seen-unchanged items back from FILE_NOT_FOUND; (restored, existing) counts."""
+        """Bring seen-unchanged items back from FILE_NOT_FOUND; (restored, existing) counts (existing only
+        when `count`)."""
+        existing = "(SELECT count(*) FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[]))"
         await cur.execute(
             "WITH r AS (UPDATE items SET missing_since = NULL, updated_at = now(), last_seen_at = now() "
             "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL RETURNING 1) "
-            "SELECT (SELECT count(*) FROM r), "
-            "(SELECT count(*) FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[]))",
-            (library_id, keys, library_id, keys),
+            f"SELECT (SELECT count(*) FROM r), {existing if count else '0'}",
+            (library_id, keys, library_id, keys) if count else (library_id, keys),
         )
         row = await cur.fetchone()
         assert row is not None
