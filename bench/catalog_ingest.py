@@ -141,6 +141,7 @@ class Result:
     items: int
     seconds: float
     rss_mb: float | None
+    workers_rss_mb: float | None = None
     cpu_us: tuple[float, ...] | None = None  # CPU µs per item: catalog main, catalog workers, PostgreSQL, client
 
     @property
@@ -207,7 +208,7 @@ async def api_phases(
         counts = {"added": added, "updated": updated, "unchanged": unchanged}
         if counts[expect] != len(items):
             raise SystemExit(f"{phase}: expected {len(items)} {expect}, got {counts}")
-        results.append(Result(phase, len(items), seconds, rss.peak / 2**20, cpu))  # type: ignore[arg-type]
+        results.append(Result(phase, len(items), seconds, rss.peak / 2**20, rss.peak_children / 2**20, cpu))
     await channel.close()
     return results
 
@@ -307,9 +308,19 @@ def median_results(runs: list[list[Result]]) -> list[Result]:
     for phase_runs in zip(*runs, strict=True):
         seconds = statistics.median(r.seconds for r in phase_runs)
         rss = [r.rss_mb for r in phase_runs if r.rss_mb is not None]
+        workers_rss = [r.workers_rss_mb for r in phase_runs if r.workers_rss_mb is not None]
         cpu = [r.cpu_us for r in phase_runs if r.cpu_us is not None]
         cpu_median = tuple(statistics.median(c[i] for c in cpu) for i in range(4)) if cpu else None
-        out.append(Result(phase_runs[0].phase, phase_runs[0].items, seconds, max(rss) if rss else None, cpu_median))
+        out.append(
+            Result(
+                phase_runs[0].phase,
+                phase_runs[0].items,
+                seconds,
+                max(rss) if rss else None,
+                max(workers_rss) if workers_rss else None,
+                cpu_median,
+            )
+        )
     return out
 
 
@@ -375,7 +386,10 @@ def main() -> int:
           f"batches of {args.batch}, median of {runs} run(s), {os.cpu_count()} CPUs, "
           f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after")  # fmt: skip
     print(f"PostgreSQL: {settings} (embedded: plexsync.devstack.infra.POSTGRES_SETTINGS)")
-    header = f"| {'phase':<28} | {'items':>7} | {'seconds':>8} | {'items/s':>9} | {'peak RSS MB':>11} | {'vs ORM':>7} |"
+    header = (
+        f"| {'phase':<28} | {'items':>7} | {'seconds':>8} | {'items/s':>9} | {'peak RSS MB':>11} "
+        f"| {'workers MB':>10} | {'vs ORM':>7} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for i, r in enumerate([*results, *baseline]):
@@ -383,7 +397,11 @@ def main() -> int:
         if i < len(results) and len(baseline) > i:
             ratio = f"{r.rate / baseline[i].rate:.1f}x"
         rss = f"{r.rss_mb:.0f}" if r.rss_mb is not None else "-"
-        print(f"| {r.phase:<28} | {r.items:>7} | {r.seconds:>8.2f} | {r.rate:>9,.0f} | {rss:>11} | {ratio:>7} |")
+        workers = f"{r.workers_rss_mb:.0f}" if r.workers_rss_mb is not None else "-"
+        print(
+            f"| {r.phase:<28} | {r.items:>7} | {r.seconds:>8.2f} | {r.rate:>9,.0f} | {rss:>11} | {workers:>10} "
+            f"| {ratio:>7} |"
+        )
     print()
     print("CPU per item (microseconds): catalog main process / its ingest workers / PostgreSQL backends / client")
     for r in results:

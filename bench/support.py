@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -9,24 +10,38 @@ import psutil
 
 
 class PeakRss:
-    """Samples a process's RSS every 20 ms in a thread; `peak` is the maximum seen (bytes)."""
+    """Samples a process's RSS every 20 ms in a thread; `peak` is the maximum seen (bytes), `peak_children`
+    the maximum of the summed RSS of its child processes (worker pools) at one sample."""
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.peak_children = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self, children: list[psutil.Process]) -> None:
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        total = 0
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        self.peak_children = max(self.peak_children, total)
+
     def _run(self) -> None:
+        children: list[psutil.Process] = []
+        listed = 0.0
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
+                if time.monotonic() - listed > 1.0:  # listing children scans /proc: once a second is enough
+                    children, listed = self.proc.children(recursive=True), time.monotonic()
+                self._sample(children)
             except psutil.Error:
                 return
             time.sleep(0.02)
 
     def __enter__(self) -> PeakRss:
-        self.peak = self.proc.memory_info().rss
+        self._sample(self.proc.children(recursive=True))
         self._thread.start()
         return self
 

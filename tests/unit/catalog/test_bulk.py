@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -116,3 +117,14 @@ def test_speculate_payloads_and_credit_lines() -> None:
     request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=[bad])
     [(inc, item_id)] = batch(bad)
     assert bulk.speculate(request.SerializeToString(), [str(item_id)], [1], [inc.digest], LIB, COPY_TABLES) is None
+
+
+def test_payloads_cross_to_the_worker_unchanged() -> None:
+    """Payloads are pickled as a few joined strings and arrays; they must come back equal, escapes and all."""
+    item = movie("1")
+    item.credits[1].character = "Line one\nline two\ttabbed \\ slashed"
+    item.credits[2].name = "Zoë O'Brien"
+    payloads = bulk.copy_payloads(bulk.flatten_checked(batch(item, movie("2")), LIB), COPY_TABLES)
+    assert len(payloads.credit_prefixes) == 6 and len(payloads.people) == 4
+    assert pickle.loads(pickle.dumps(payloads)) == payloads
+    assert pickle.loads(pickle.dumps(bulk.Payloads())) == bulk.Payloads()

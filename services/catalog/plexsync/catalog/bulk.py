@@ -21,6 +21,7 @@ this CPU work uses the second core while PostgreSQL writes the previous batch.
 from __future__ import annotations
 
 import uuid
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -363,6 +364,24 @@ class Payloads:
     credit_prefixes: list[str] = field(default_factory=list)
     credit_people: list[int] = field(default_factory=list)
     people: list[tuple[str, int]] = field(default_factory=list)
+
+    # Sent from the worker as a few large strings and arrays: pickling tens of thousands of small strings,
+    # ints and tuples one by one cost more than building them. Prefixes hold no raw newline (COPY escapes it)
+    # and names no NUL (rejected by validation), so those separate them.
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (
+            self.tables,
+            "\n".join(self.credit_prefixes),
+            array("q", self.credit_people).tobytes(),
+            "\x00".join(name for name, _ in self.people),
+            array("q", [tag for _, tag in self.people]).tobytes(),
+        )
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.tables, prefixes, credit_people, names, tags = state
+        self.credit_prefixes = prefixes.split("\n") if prefixes else []
+        self.credit_people = array("q", credit_people).tolist()
+        self.people = list(zip(names.split("\x00"), array("q", tags).tolist(), strict=True)) if names else []
 
 
 # Credits are written with the person id last (COPY lists its columns), so the rest of a line is prepared
