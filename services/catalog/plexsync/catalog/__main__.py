@@ -25,7 +25,12 @@ log = logging.getLogger("plexsync.catalog")
 async def serve(settings: CatalogSettings) -> None:
     store = Store(settings.database_url, pool_size=settings.db_pool_size)
     repository = Repository(store)
-    writer = Writer(store, max_batch_items=settings.max_batch_items, workers=settings.ingest_workers)
+    writer = Writer(
+        store,
+        max_batch_items=settings.max_batch_items,
+        workers=settings.ingest_workers,
+        pipeline=settings.write_pipeline,
+    )
     servicer = CatalogServicer(repository, writer, etag_chunk=settings.etag_chunk_size)
     app = ServiceApp("catalog", settings)
     app.add_service("plexsync.v1.CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)

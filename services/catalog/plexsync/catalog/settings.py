@@ -17,11 +17,18 @@ class CatalogSettings(CommonSettings):
     db_pool_size: int = Field(default=8, validation_alias="PLEXSYNC_CATALOG_DB_POOL_SIZE", ge=1, le=100)
     etag_chunk_size: int = Field(default=5000, validation_alias="PLEXSYNC_CATALOG_ETAG_CHUNK", ge=100, le=50_000)
     max_batch_items: int = Field(default=10_000, validation_alias="PLEXSYNC_CATALOG_MAX_BATCH_ITEMS", ge=1)
-    ingest_workers: int = Field(
+    write_pipeline: int = Field(
         default=2,
+        validation_alias="PLEXSYNC_CATALOG_WRITE_PIPELINE",
+        ge=1,
+        le=8,
+        description="Transactions of one WriteItems stream open at once (1: one batch after the other).",
+    )
+    ingest_workers: int = Field(
+        default=1,
         validation_alias="PLEXSYNC_CATALOG_INGEST_WORKERS",
         ge=0,
         le=32,
         description="Worker processes that flatten the next WriteItems batches while the current ones are written "
-        "(0: all in-process). Two keep a pipelined stream fed on a 2-core machine (one left it waiting).",
+        "(0: all in-process). Give a catalog with cores of its own two: bulk ingest gets faster.",
     )

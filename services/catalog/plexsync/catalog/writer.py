@@ -134,8 +134,10 @@ def lock_key(library_id: uuid.UUID) -> int:
 
 SPECULATE_MIN_ITEMS = 50  # smaller batches are flattened in-process (not worth a round trip to the worker)
 READ_AHEAD = 2  # batches read, hashed and flattened ahead of the one being written
-PIPELINE = 2  # transactions of one stream open at once
 MAX_CONFLICT_RETRIES = 3  # writes of a batch that conflicted with another writer, before ABORTED
+ROW_LOCK_TIMEOUT = "5s"  # longest wait of a WriteItems statement for a row lock (see Writer._lock_library)
+# What another writer of the same library can make a batch fail with; the batch is then written again.
+CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
 
 
 @contextmanager
@@ -249,11 +251,12 @@ class Writer:
     pool breaks) everything runs in-process, with the same results.
     """
 
-    def __init__(self, store: Store, *, max_batch_items: int = 10_000, workers: int = 0) -> None:
+    def __init__(self, store: Store, *, max_batch_items: int = 10_000, workers: int = 0, pipeline: int = 2) -> None:
         self.store = store
         self.max_batch_items = max_batch_items
         self.people = PeopleCache()
         self.workers = workers
+        self.pipeline = pipeline  # transactions of one stream open at once
         self._pool: ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -291,10 +294,12 @@ class Writer:
 
     async def _speculation(self, prep: Prepared) -> Payloads | None:
         """The payloads the worker built for `prep` (None when it found violations or failed)."""
-        if prep.speculative is None:
+        if prep.speculative is None or prep.speculative.cancelled():
             return None
         try:
-            return await prep.speculative
+            # Shielded: a batch rolled back after a conflict is written again later with the same payloads, so
+            # cancelling its task must not cancel them.
+            return await asyncio.shield(prep.speculative)
         except BrokenProcessPool:
             log.warning("ingest worker pool broke; starting a new one")
             self._pool = None
@@ -316,12 +321,12 @@ class Writer:
         classified batch turned out mostly new or changed, each of them is also flattened speculatively, as if
         all its items were new, in the worker pool, so the worker can run ahead of the database.
 
-        Up to `PIPELINE` transactions are open at once, so PostgreSQL COPYs one batch's new items while the
+        Up to `self.pipeline` transactions are open at once, so PostgreSQL COPYs one batch's new items while the
         service is still busy with the previous batch. A batch is pipelined only when no rating key of it
         (items or seen keys) is in the batch before; everything that depends on earlier batches waits for
         their commit (see `write_prepared`), so the result is that of one batch after the other. When another
-        writer of the library gets in the way (a key inserted concurrently, a deadlock), the batches from the
-        one that failed on are rolled back and written again, one after the other.
+        writer of the library gets in the way (a key inserted concurrently, a deadlock, a row lock waited for
+        too long), the batches from the one that failed on are rolled back and written again, in order.
         """
         iterator = aiter(requests)
         ahead: deque[asyncio.Task[Prepared | None]] = deque()
@@ -390,7 +395,7 @@ class Writer:
                     and held is None
                     and read_error is None
                     and (redo or not exhausted)
-                    and len(in_flight) < PIPELINE
+                    and len(in_flight) < self.pipeline
                 ):
                     pulling = asyncio.create_task(pull())
                 if pulling is not None and pulling.done():
@@ -399,7 +404,9 @@ class Writer:
                     except Exception as exc:
                         read_error = exc
                     pulling = None
-                if held is not None and (not in_flight or (len(in_flight) < PIPELINE and in_flight[-1].disjoint(held))):
+                if held is not None and (
+                    not in_flight or (len(in_flight) < self.pipeline and in_flight[-1].disjoint(held))
+                ):
                     start(held)
                     held = None
                     continue
@@ -417,14 +424,14 @@ class Writer:
                     continue
                 try:
                     result = flight.task.result()
-                except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected) as exc:
+                except CONFLICTS as exc:
                     tries = attempts[id(flight.prep)] = attempts.get(id(flight.prep), 0) + 1
                     if tries >= MAX_CONFLICT_RETRIES:
                         raise AbortedError(
                             f"batch {flight.prep.request.sequence} conflicted {tries} times with concurrent "
                             "writes to its library; retry"
                         ) from exc
-                    log.info("batch conflicted with a concurrent write; writing it again", exc_info=exc)
+                    log.warning("batch conflicted with a concurrent write; writing it again", exc_info=exc)
                     later = [f for f in in_flight if f is not flight]
                     await _cancel_all([f.task for f in later])
                     in_flight.clear()
@@ -462,7 +469,8 @@ class Writer:
             if not turn.committed.done():
                 turn.committed.set_result(False)
             raise
-        turn.committed.set_result(True)
+        if not turn.committed.done():
+            turn.committed.set_result(True)
         return result
 
     async def prepare(self, request: catalog_pb2.WriteItemsRequest) -> Prepared:
@@ -555,8 +563,9 @@ class Writer:
             rows_changed.credits = [(r[0], r[1], person_ids[r[2]], r[3], r[4], r[5]) for r in rows_changed.credits]
             await self._write_new(cur, payloads, person_ids)
             if after is not None:
-                if not await after.committed:
+                if not await asyncio.shield(after.committed):  # (cancelling this batch must not cancel it)
                     raise _Abandoned
+                await cur.execute("SELECT set_config('lock_timeout', '0', true)")  # the library lock: wait for it
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
                 if scan_id is not None:
                     await self._attach_scan(cur, scan_id, library_id)
@@ -593,11 +602,18 @@ class Writer:
         reach the disk (PostgreSQL's asynchronous commit): a crash of the database may lose the last fraction
         of a second of batches, which the next scan sends again (their ETags are not in the catalog), and never
         a batch before a FinishScan, whose synchronous commit flushes all the WAL before it."""
-        calls = ["pg_advisory_xact_lock(%s)"] if lock else []
+        if lock:
+            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
         if not wait_for_flush:  # else the server's own setting (on, or remote_apply with replicas...)
-            calls.append("set_config('synchronous_commit', 'off', true)")
-        if calls:
-            await cur.execute("SELECT " + ", ".join(calls), (lock_key(library_id),) if lock else ())
+            # A WriteItems transaction waits at most ROW_LOCK_TIMEOUT for a row another transaction is
+            # inserting (the same new item or person). Without it, two writers of a library could wait for each
+            # other in a cycle PostgreSQL cannot see: a pipelined batch holding a new row waits, in this
+            # process, for the batch before it, which waits for the library lock held by the other writer,
+            # whose COPY waits for that row. The batch that times out is rolled back and written again.
+            await cur.execute(
+                "SELECT set_config('synchronous_commit', 'off', true), set_config('lock_timeout', %s, true)",
+                (ROW_LOCK_TIMEOUT,),
+            )
         await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
         if await cur.fetchone() is None:
             raise NotFoundError("library", str(library_id))
