@@ -55,6 +55,14 @@ class PlexsyncMetrics:
             "plexsync.catalog.batch.duration", unit="s", description="Catalog write latency per batch"
         )
 
+    @cached_property
+    def catalog_write_conflicts(self) -> metrics.Counter:
+        """WriteItems batches rolled back and written again because another writer of the same library got in
+        the way, by plexsync.conflict (unique_violation, deadlock, lock_timeout)."""
+        return self._meter.create_counter(
+            "plexsync.catalog.write.conflicts", unit="{batch}", description="Batches written again after a conflict"
+        )
+
     def observe_job_queue(self, depth: Callable[[], int], oldest_age_seconds: Callable[[], float]) -> None:
         """Register gauges for the scan job queue (depth and age of the oldest job)."""
 

@@ -31,6 +31,7 @@ from plexsync.catalog.ingest import Incoming, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
 from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
 from plexsync.common.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from plexsync.common.metrics import METRICS
 from plexsync.common.workers import worker_pool
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -138,6 +139,11 @@ MAX_CONFLICT_RETRIES = 3  # writes of a batch that conflicted with another write
 ROW_LOCK_TIMEOUT = "5s"  # longest wait of a WriteItems statement for a row lock (see Writer._lock_library)
 # What another writer of the same library can make a batch fail with; the batch is then written again.
 CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
+_CONFLICT_NAMES: dict[type[BaseException], str] = {
+    psycopg.errors.UniqueViolation: "unique_violation",
+    psycopg.errors.DeadlockDetected: "deadlock",
+    psycopg.errors.LockNotAvailable: "lock_timeout",
+}
 
 
 @contextmanager
@@ -431,7 +437,12 @@ class Writer:
                             f"batch {flight.prep.request.sequence} conflicted {tries} times with concurrent "
                             "writes to its library; retry"
                         ) from exc
-                    log.warning("batch conflicted with a concurrent write; writing it again", exc_info=exc)
+                    conflict = _CONFLICT_NAMES.get(type(exc), "other")
+                    METRICS.catalog_write_conflicts.add(1, {"plexsync.conflict": conflict})
+                    log.warning(
+                        "batch conflicted with a concurrent write to its library; writing it again",
+                        extra={"sequence": flight.prep.request.sequence, "conflict": conflict, "attempt": tries},
+                    )
                     later = [f for f in in_flight if f is not flight]
                     await _cancel_all([f.task for f in later])
                     in_flight.clear()
