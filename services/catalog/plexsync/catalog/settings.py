@@ -24,6 +24,14 @@ class CatalogSettings(CommonSettings):
         le=8,
         description="Transactions of one WriteItems stream open at once (1: one batch after the other).",
     )
+    row_lock_timeout_ms: int = Field(
+        default=5000,
+        validation_alias="PLEXSYNC_CATALOG_ROW_LOCK_TIMEOUT_MS",
+        ge=50,
+        le=600_000,
+        description="Longest wait of a WriteItems statement for a row another writer holds; the batch is then "
+        "written again (ABORTED after three tries).",
+    )
     ingest_workers: int = Field(
         default=1,
         validation_alias="PLEXSYNC_CATALOG_INGEST_WORKERS",

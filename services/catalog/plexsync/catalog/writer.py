@@ -136,7 +136,6 @@ def lock_key(library_id: uuid.UUID) -> int:
 SPECULATE_MIN_ITEMS = 50  # smaller batches are flattened in-process (not worth a round trip to the worker)
 READ_AHEAD = 2  # batches read, hashed and flattened ahead of the one being written
 MAX_CONFLICT_RETRIES = 3  # writes of a batch that conflicted with another writer, before ABORTED
-ROW_LOCK_TIMEOUT = "5s"  # longest wait of a WriteItems statement for a row lock (see Writer._lock_library)
 # What another writer of the same library can make a batch fail with; the batch is then written again.
 CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
 _CONFLICT_NAMES: dict[type[BaseException], str] = {
@@ -257,12 +256,21 @@ class Writer:
     pool breaks) everything runs in-process, with the same results.
     """
 
-    def __init__(self, store: Store, *, max_batch_items: int = 10_000, workers: int = 0, pipeline: int = 2) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch_items: int = 10_000,
+        workers: int = 0,
+        pipeline: int = 2,
+        row_lock_timeout_ms: int = 5000,
+    ) -> None:
         self.store = store
         self.max_batch_items = max_batch_items
         self.people = PeopleCache()
         self.workers = workers
         self.pipeline = pipeline  # transactions of one stream open at once
+        self.row_lock_timeout = f"{row_lock_timeout_ms}ms"  # see _lock_library
         self._pool: ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -616,14 +624,14 @@ class Writer:
         if lock:
             await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
         if not wait_for_flush:  # else the server's own setting (on, or remote_apply with replicas...)
-            # A WriteItems transaction waits at most ROW_LOCK_TIMEOUT for a row another transaction is
+            # A WriteItems transaction waits at most `row_lock_timeout` for a row another transaction is
             # inserting (the same new item or person). Without it, two writers of a library could wait for each
             # other in a cycle PostgreSQL cannot see: a pipelined batch holding a new row waits, in this
             # process, for the batch before it, which waits for the library lock held by the other writer,
             # whose COPY waits for that row. The batch that times out is rolled back and written again.
             await cur.execute(
                 "SELECT set_config('synchronous_commit', 'off', true), set_config('lock_timeout', %s, true)",
-                (ROW_LOCK_TIMEOUT,),
+                (self.row_lock_timeout,),
             )
         await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
         if await cur.fetchone() is None:
