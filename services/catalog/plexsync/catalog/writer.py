@@ -337,7 +337,7 @@ class Writer:
 
         Up to `self.pipeline` transactions are open at once, so PostgreSQL COPYs one batch's new items while the
         service is still busy with the previous batch. A batch is pipelined only when no rating key of it
-        (items or seen keys) is in the batch before; everything that depends on earlier batches waits for
+        (items or seen keys) is in a batch still in flight; everything that depends on earlier batches waits for
         their commit (see `write_prepared`), so the result is that of one batch after the other. When another
         writer of the library gets in the way (a key inserted concurrently, a deadlock, a row lock waited for
         too long), the batches from the one that failed on are rolled back and written again, in order.
@@ -419,7 +419,7 @@ class Writer:
                         read_error = exc
                     pulling = None
                 if held is not None and (
-                    not in_flight or (len(in_flight) < self.pipeline and in_flight[-1].disjoint(held))
+                    not in_flight or (len(in_flight) < self.pipeline and all(f.disjoint(held) for f in in_flight))
                 ):
                     start(held)
                     held = None
