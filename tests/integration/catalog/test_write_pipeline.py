@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from plexsync.catalog.writer import lock_key
 from plexsync.common.db import libpq_url
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 
@@ -143,3 +144,36 @@ async def test_streams_writing_the_same_items_at_once(catalog: Stub, db: DB, rou
         (lib, lib, lib),
     ).fetchone()
     assert rows == (600, 600, 600 * 3, 600 * 3)
+
+
+async def test_an_item_marked_missing_while_its_batch_waited_comes_back(
+    catalog: Stub, db: DB, database_url: str
+) -> None:
+    """Another scan's FinishScan marks an item missing after a pipelined batch classified it as unchanged and
+    before that batch committed: the batch brings it back, as it would had it run after that FinishScan."""
+    lib = await new_library(catalog)
+    await write(catalog, batch(lib, [movie("kept")], seq=1))
+    with psycopg.connect(libpq_url(database_url), options="-c search_path=catalog") as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(uuid.UUID(lib)),))  # the library is busy
+        call = asyncio.ensure_future(
+            write(catalog, batch(lib, [movie("new")], seq=1), batch(lib, [movie("kept")], seq=2))
+        )
+        deadline = time.monotonic() + 30
+        while True:  # batch 1 waits for the lock; batch 2 has classified "kept" and waits for batch 1
+            states = db.execute(
+                "SELECT state, wait_event_type, query FROM pg_stat_activity WHERE application_name = 'plexsync-catalog'"
+            ).fetchall()
+            if any(w == "Lock" and "advisory" in q for _, w, q in states) and any(
+                s == "idle in transaction" and "content_hash" in q for s, _, q in states
+            ):
+                break
+            assert time.monotonic() < deadline and not call.done(), states
+            await asyncio.sleep(0.05)
+        other.execute("UPDATE items SET missing_since = now() WHERE library_id = %s AND rating_key = 'kept'", (lib,))
+        other.commit()  # what another scan's FinishScan would have done, under the lock
+        acks = await asyncio.wait_for(call, timeout=60)
+    assert [(a.sequence, a.added, a.unchanged, a.restored) for a in acks] == [(1, 1, 0, 0), (2, 0, 0, 1)]
+    (missing,) = db.execute(
+        "SELECT missing_since FROM items WHERE library_id = %s AND rating_key = 'kept'", (lib,)
+    ).fetchone() or (0,)
+    assert missing is None
