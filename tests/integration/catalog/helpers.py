@@ -1,13 +1,17 @@
-"""Builders of realistic catalog messages for tests (and the benchmark's shape)."""
+"""Builders of realistic catalog messages for tests (and the benchmark's shape), and another writer."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from plexsync.common.db import libpq_url
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 
 C = common_pb2
@@ -106,3 +110,17 @@ def batch(
 
 def code_of(exc: grpc.aio.AioRpcError) -> grpc.StatusCode:
     return exc.code()
+
+
+@contextmanager
+def other_writer(database_url: str, library_id: str = "", holding: str = "") -> Iterator[psycopg.Connection[Any]]:
+    """A transaction of another writer of the catalog's database (commit or roll it back inside the block).
+    With `holding`, it has inserted an item with that rating key: the catalog's insert of the key waits."""
+    with psycopg.connect(libpq_url(database_url), options="-c search_path=catalog") as conn:
+        if holding:
+            conn.execute(
+                "INSERT INTO items (library_id, kind, rating_key, content_hash, title) "
+                "VALUES (%s, 1, %s, '\\x00', 'x')",
+                (library_id, holding),
+            )
+        yield conn

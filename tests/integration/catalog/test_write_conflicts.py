@@ -14,10 +14,9 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from plexsync.common.db import libpq_url
 from plexsync.v1 import catalog_pb2_grpc
 
-from tests.integration.catalog.helpers import batch, movie, new_library, write
+from tests.integration.catalog.helpers import batch, movie, new_library, other_writer, write
 from tests.support.stack import ServiceStack
 
 Stub = catalog_pb2_grpc.CatalogServiceStub
@@ -35,14 +34,6 @@ async def catalog(service_stack: ServiceStack) -> AsyncIterator[Stub]:
         await channel.close()
 
 
-def hold_new_item(conn: psycopg.Connection[Any], library_id: str, key: str) -> None:
-    """Insert an item in `conn`'s open transaction: the catalog's insert of the same key waits for it."""
-    conn.execute(
-        "INSERT INTO items (library_id, kind, rating_key, content_hash, title) VALUES (%s, 1, %s, '\\x00', 'x')",
-        (library_id, key),
-    )
-
-
 def keys_of(db: DB, library_id: str) -> set[str]:
     return {r[0] for r in db.execute("SELECT rating_key FROM items WHERE library_id = %s", (library_id,))}
 
@@ -51,8 +42,7 @@ async def test_a_row_held_past_every_retry_aborts_the_batch_and_writes_nothing(
     catalog: Stub, db: DB, database_url: str
 ) -> None:
     lib = await new_library(catalog)
-    with psycopg.connect(libpq_url(database_url), options="-c search_path=catalog") as other:
-        hold_new_item(other, lib, "held")
+    with other_writer(database_url, lib, holding="held") as other:
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(write(catalog, batch(lib, [movie("free"), movie("held")], seq=1)), timeout=60)
@@ -68,8 +58,7 @@ async def test_a_row_released_during_the_retries_is_written_as_an_update(
     catalog: Stub, db: DB, database_url: str
 ) -> None:
     lib = await new_library(catalog)
-    with psycopg.connect(libpq_url(database_url), options="-c search_path=catalog") as other:
-        hold_new_item(other, lib, "held")
+    with other_writer(database_url, lib, holding="held") as other:
         call = asyncio.ensure_future(write(catalog, batch(lib, [movie("free"), movie("held", title="Mine")], seq=1)))
         await asyncio.sleep(TIMEOUT_MS / 1000 * 1.5)  # the first try has timed out; the second one waits
         other.commit()

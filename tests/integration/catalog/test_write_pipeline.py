@@ -15,10 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 from plexsync.catalog.writer import lock_key
-from plexsync.common.db import libpq_url
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 
-from tests.integration.catalog.helpers import C, batch, movie, new_library, write
+from tests.integration.catalog.helpers import C, batch, movie, new_library, other_writer, write
 
 Stub = catalog_pb2_grpc.CatalogServiceStub
 DB = psycopg.Connection[Any]
@@ -86,12 +85,7 @@ async def test_a_key_inserted_concurrently_is_written_again_as_an_update(
     """Another writer inserts a rating key while the batch is writing it as new: the batch's COPY waits for
     that writer, fails on the key, and the batch is written again, now as an update of that row."""
     lib = await new_library(catalog)
-    with psycopg.connect(libpq_url(database_url), options="-c search_path=catalog") as other:
-        other.execute(
-            "INSERT INTO items (library_id, kind, rating_key, content_hash, title) "
-            "VALUES (%s, 1, 'race', '\\x00', 'x')",
-            (lib,),
-        )
+    with other_writer(database_url, lib, holding="race") as other:
         call = asyncio.ensure_future(write(catalog, batch(lib, [movie("race", title="Mine"), movie("calm")], seq=1)))
         deadline = time.monotonic() + 30
         while not db.execute(  # the catalog's COPY waits for the uncommitted row
@@ -153,7 +147,7 @@ async def test_an_item_marked_missing_while_its_batch_waited_comes_back(
     before that batch committed: the batch brings it back, as it would had it run after that FinishScan."""
     lib = await new_library(catalog)
     await write(catalog, batch(lib, [movie("kept")], seq=1))
-    with psycopg.connect(libpq_url(database_url), options="-c search_path=catalog") as other:
+    with other_writer(database_url) as other:
         other.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(uuid.UUID(lib)),))  # the library is busy
         call = asyncio.ensure_future(
             write(catalog, batch(lib, [movie("new")], seq=1), batch(lib, [movie("kept")], seq=2))
