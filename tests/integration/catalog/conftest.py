@@ -14,7 +14,8 @@ from tests.support.stack import ServiceStack
 
 @pytest.fixture(scope="module")
 async def catalog(service_stack: ServiceStack) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceStub]:
-    service_stack.start("catalog", PLEXSYNC_CATALOG_ETAG_CHUNK="100")
+    # Every batch may be pipelined, however small: the tests' streams check the pipeline's outcomes.
+    service_stack.start("catalog", PLEXSYNC_CATALOG_ETAG_CHUNK="100", PLEXSYNC_CATALOG_PIPELINE_MIN_ITEMS="1")
     channel = service_stack.channel("catalog")
     try:
         yield catalog_pb2_grpc.CatalogServiceStub(channel)

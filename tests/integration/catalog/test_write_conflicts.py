@@ -26,7 +26,9 @@ TIMEOUT_MS = 300
 
 @pytest.fixture(scope="module")
 async def catalog(service_stack: ServiceStack) -> AsyncIterator[Stub]:
-    service_stack.start("catalog", PLEXSYNC_CATALOG_ROW_LOCK_TIMEOUT_MS=str(TIMEOUT_MS))
+    service_stack.start(
+        "catalog", PLEXSYNC_CATALOG_ROW_LOCK_TIMEOUT_MS=str(TIMEOUT_MS), PLEXSYNC_CATALOG_PIPELINE_MIN_ITEMS="1"
+    )
     channel = service_stack.channel("catalog")
     try:
         yield catalog_pb2_grpc.CatalogServiceStub(channel)

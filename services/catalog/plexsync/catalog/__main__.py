@@ -30,6 +30,7 @@ async def serve(settings: CatalogSettings) -> None:
         max_batch_items=settings.max_batch_items,
         workers=settings.ingest_workers,
         pipeline=settings.write_pipeline,
+        pipeline_min_items=settings.pipeline_min_items,
         row_lock_timeout_ms=settings.row_lock_timeout_ms,
     )
     servicer = CatalogServicer(repository, writer, etag_chunk=settings.etag_chunk_size)

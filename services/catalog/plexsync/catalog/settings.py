@@ -24,6 +24,12 @@ class CatalogSettings(CommonSettings):
         le=8,
         description="Transactions of one WriteItems stream open at once (1: one batch after the other).",
     )
+    pipeline_min_items: int = Field(
+        default=500,
+        validation_alias="PLEXSYNC_CATALOG_PIPELINE_MIN_ITEMS",
+        ge=1,
+        description="Smallest WriteItems batch that may start while the one before is still being written.",
+    )
     row_lock_timeout_ms: int = Field(
         default=5000,
         validation_alias="PLEXSYNC_CATALOG_ROW_LOCK_TIMEOUT_MS",

@@ -263,6 +263,7 @@ class Writer:
         max_batch_items: int = 10_000,
         workers: int = 0,
         pipeline: int = 2,
+        pipeline_min_items: int = 500,
         row_lock_timeout_ms: int = 5000,
     ) -> None:
         self.store = store
@@ -270,6 +271,7 @@ class Writer:
         self.people = PeopleCache()
         self.workers = workers
         self.pipeline = pipeline  # transactions of one stream open at once
+        self.pipeline_min_items = pipeline_min_items  # smaller batches wait for the one before (see write_stream)
         self.row_lock_timeout = f"{row_lock_timeout_ms}ms"  # see _lock_library
         self._pool: ProcessPoolExecutor | None = None
 
@@ -336,11 +338,12 @@ class Writer:
         all its items were new, in the worker pool, so the worker can run ahead of the database.
 
         Up to `self.pipeline` transactions are open at once, so PostgreSQL COPYs one batch's new items while the
-        service is still busy with the previous batch. A batch is pipelined only when no rating key of it
-        (items or seen keys) is in a batch still in flight; everything that depends on earlier batches waits for
-        their commit (see `write_prepared`), so the result is that of one batch after the other. When another
-        writer of the library gets in the way (a key inserted concurrently, a deadlock, a row lock waited for
-        too long), the batches from the one that failed on are rolled back and written again, in order.
+        service is still busy with the previous batch. A batch is pipelined only when `_may_pipeline` says so
+        (big enough, no rating key shared with a batch in flight); everything that depends on earlier batches
+        waits for their commit (see `write_prepared`), so the result is that of one batch after the other. When
+        another writer of the library gets in the way (a key inserted concurrently, a deadlock, a row lock
+        waited for too long), the batches from the one that failed on are rolled back and written again, in
+        order.
         """
         iterator = aiter(requests)
         ahead: deque[asyncio.Task[Prepared | None]] = deque()
@@ -418,9 +421,7 @@ class Writer:
                     except Exception as exc:
                         read_error = exc
                     pulling = None
-                if held is not None and (
-                    not in_flight or (len(in_flight) < self.pipeline and all(f.disjoint(held) for f in in_flight))
-                ):
+                if held is not None and (not in_flight or self._may_pipeline(held, in_flight)):
                     start(held)
                     held = None
                     continue
@@ -477,6 +478,16 @@ class Writer:
                     task.cancelled() or task.exception()  # retrieved: a later batch's error is moot now
                 else:
                     task.cancel()
+
+    def _may_pipeline(self, prep: Prepared, in_flight: deque[_InFlight]) -> bool:
+        """Whether `prep` may start while the batches `in_flight` are being written: there is room, it is big
+        enough for the overlap to pay (with 200-item batches it gained nothing measurable and cost the service
+        ~8% more CPU per item), and it shares no rating key with them."""
+        return (
+            len(in_flight) < self.pipeline
+            and len(prep.incoming) >= self.pipeline_min_items
+            and all(f.disjoint(prep) for f in in_flight)
+        )
 
     async def _write_in_turn(
         self, prep: Prepared, classified: Callable[[bool], None], after: Turn | None, turn: Turn
