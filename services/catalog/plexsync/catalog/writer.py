@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -114,6 +115,11 @@ _CHILD_UPSERT = {
 }
 _CHILD_DELETE = {table: delete_missing_sql(table, cols[:nkey]) for table, cols, nkey, _ in CHILD_TABLES}
 
+_RESTORE_MISSING = (
+    "UPDATE items SET missing_since = NULL, updated_at = now(), last_seen_at = now() "
+    "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL"
+)
+
 _COLLECTION_COLS: list[Column] = [
     ("id", "uuid"), ("library_id", "uuid"), ("rating_key", "text"), ("title", "text"), ("sort_title", "text"),
     ("summary", "text"), ("smart", "bool"), ("child_count", "int4"), ("etag", "text"), ("artwork", "jsonb"),
@@ -136,9 +142,9 @@ def lock_key(library_id: uuid.UUID) -> int:
 SPECULATE_MIN_ITEMS = 50  # smaller batches are flattened in-process (not worth a round trip to the worker)
 READ_AHEAD = 2  # batches read, hashed and flattened ahead of the one being written
 MAX_CONFLICT_RETRIES = 3  # writes of a batch that conflicted with another writer, before ABORTED
-# What another writer of the same library can make a batch fail with; the batch is then written again.
-CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
-_CONFLICT_NAMES: dict[type[BaseException], str] = {
+# What another writer of the same library can make a batch fail with (and its metric label); the batch is then
+# written again.
+CONFLICTS: dict[type[Exception], str] = {
     psycopg.errors.UniqueViolation: "unique_violation",
     psycopg.errors.DeadlockDetected: "deadlock",
     psycopg.errors.LockNotAvailable: "lock_timeout",
@@ -183,13 +189,12 @@ class Prepared:
     collections: list[ingest.CollectionIn]
     speculative: asyncio.Future[Payloads | None] | None = None  # COPY payloads, being built by a worker
     speculative_ids: list[uuid.UUID] | None = None
-    _keys: frozenset[str] | None = None
+    conflicts: int = 0  # times it was rolled back because another writer got in the way
 
+    @cached_property
     def keys(self) -> frozenset[str]:
         """The rating keys this batch writes or marks as seen."""
-        if self._keys is None:
-            self._keys = frozenset([*(inc.item.rating_key for inc in self.incoming), *self.request.seen_rating_keys])
-        return self._keys
+        return frozenset([*(inc.item.rating_key for inc in self.incoming), *self.request.seen_rating_keys])
 
 
 @dataclass
@@ -212,7 +217,7 @@ class _InFlight:
         """True when `other` shares no rating key (items or seen keys) with this batch's library keys."""
         if other.library_id != self.prep.library_id:
             return True
-        return self.prep.keys().isdisjoint(other.keys())
+        return self.prep.keys.isdisjoint(other.keys)
 
 
 class _Abandoned(Exception):
@@ -350,8 +355,10 @@ class Writer:
         speculating = False  # the last classified batch was mostly written (the first has nothing to go by)
         in_flight: deque[_InFlight] = deque()  # started transactions, oldest first
         redo: deque[Prepared] = deque()  # batches rolled back after a conflict, to start again in order
-        attempts: dict[int, int] = {}
         exhausted = False
+        held: Prepared | None = None  # read, waiting for a place in the pipeline
+        pulling: asyncio.Task[Prepared | None] | None = None
+        read_error: BaseException | None = None  # raised once every batch before it is written
 
         def speculate_if_worth_it(prepared: Prepared | None) -> None:
             if (
@@ -393,6 +400,15 @@ class Writer:
             exhausted = prepared is None
             return prepared
 
+        def take(read: asyncio.Task[Prepared | None]) -> Prepared | None:
+            """The batch a finished read got; a read that failed is kept to be raised in its turn."""
+            nonlocal read_error
+            try:
+                return read.result()
+            except Exception as exc:
+                read_error = exc
+                return None
+
         def start(prep: Prepared) -> None:
             after = in_flight[-1].turn if in_flight else None
             turn = Turn()
@@ -402,9 +418,6 @@ class Writer:
         # The first batch is sent to the worker once classified as all new (see write_prepared), so an
         # unchanged re-send never pays for flattening. Reading the next batch and writing the ones in flight
         # are awaited together: a client may wait for an acknowledgement before it sends more.
-        held: Prepared | None = None  # read, waiting for a place in the pipeline
-        pulling: asyncio.Task[Prepared | None] | None = None
-        read_error: BaseException | None = None  # raised once every batch before it is written
         try:
             while True:
                 if (
@@ -416,11 +429,7 @@ class Writer:
                 ):
                     pulling = asyncio.create_task(pull())
                 if pulling is not None and pulling.done():
-                    try:
-                        held = pulling.result()
-                    except Exception as exc:
-                        read_error = exc
-                    pulling = None
+                    held, pulling = take(pulling), None
                 if held is not None and (not in_flight or self._may_pipeline(held, in_flight)):
                     start(held)
                     held = None
@@ -439,14 +448,15 @@ class Writer:
                     continue
                 try:
                     result = flight.task.result()
-                except CONFLICTS as exc:
-                    tries = attempts[id(flight.prep)] = attempts.get(id(flight.prep), 0) + 1
+                except tuple(CONFLICTS) as exc:
+                    flight.prep.conflicts += 1
+                    tries = flight.prep.conflicts
                     if tries >= MAX_CONFLICT_RETRIES:
                         raise AbortedError(
                             f"batch {flight.prep.request.sequence} conflicted {tries} times with concurrent "
                             "writes to its library; retry"
                         ) from exc
-                    conflict = _CONFLICT_NAMES.get(type(exc), "other")
+                    conflict = CONFLICTS.get(type(exc), "other")
                     METRICS.catalog_write_conflicts.add(1, {"plexsync.conflict": conflict})
                     log.warning(
                         "batch conflicted with a concurrent write to its library; writing it again",
@@ -459,12 +469,8 @@ class Writer:
                     held = None
                     if pulling is not None:  # the batch being read comes after the ones rolled back
                         await asyncio.wait([pulling])
-                        try:
-                            pulled = pulling.result()
-                            again.extend([pulled] if pulled else [])
-                        except Exception as read_exc:
-                            read_error = read_exc
-                        pulling = None
+                        pulled, pulling = take(pulling), None
+                        again.extend([pulled] if pulled else [])
                     redo.extendleft(reversed(again))
                     continue
                 in_flight.popleft()
@@ -600,7 +606,7 @@ class Writer:
                 if scan_id is not None:
                     await self._attach_scan(cur, scan_id, library_id)
                 if unchanged:  # gone missing since classified (another scan's FinishScan): back, as in order
-                    restored, _ = await self._restore_seen(cur, library_id, unchanged, count=False)
+                    restored = await self._restore_missing(cur, library_id, unchanged)
                     result.restored += restored
                     result.unchanged -= restored
             await self._write_changed(cur, rows_changed, state_only)
@@ -761,17 +767,19 @@ class Writer:
                 (library_id, new_keys),
             )
 
+    async def _restore_missing(self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]) -> int:
+        """Bring the given items back from FILE_NOT_FOUND; how many were missing."""
+        await cur.execute(_RESTORE_MISSING, (library_id, keys))
+        return cur.rowcount
+
     async def _restore_seen(
-        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str], *, count: bool = True
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]
     ) -> tuple[int, int]:
-        """Bring seen-unchanged items back from FILE_NOT_FOUND; (restored, existing) counts (existing only
-        when `count`)."""
-        existing = "(SELECT count(*) FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[]))"
+        """Bring seen-unchanged items back from FILE_NOT_FOUND; (restored, existing) counts, in one round trip."""
         await cur.execute(
-            "WITH r AS (UPDATE items SET missing_since = NULL, updated_at = now(), last_seen_at = now() "
-            "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL RETURNING 1) "
-            f"SELECT (SELECT count(*) FROM r), {existing if count else '0'}",
-            (library_id, keys, library_id, keys) if count else (library_id, keys),
+            f"WITH r AS ({_RESTORE_MISSING} RETURNING 1) SELECT (SELECT count(*) FROM r), "
+            "(SELECT count(*) FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[]))",
+            (library_id, keys, library_id, keys),
         )
         row = await cur.fetchone()
         assert row is not None
