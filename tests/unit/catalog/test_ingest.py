@@ -31,6 +31,17 @@ def test_uuid7_is_time_ordered_version_7() -> None:
     assert [u.int >> 80 for u in ids] == sorted(u.int >> 80 for u in ids)
 
 
+def test_framed_items_parse_as_the_request_items() -> None:
+    """The worker gets the items' own serialized bytes framed as a request; it must parse to the same items,
+    whatever the length prefix (1, 2 or 3 varint bytes)."""
+    small, mid, big = movie("1"), movie("2", plot="p" * 200), movie("3", plot="p" * 20_000)
+    incoming = ingest.prepare_batch(request(small, mid, big), 10)
+    framed = catalog_pb2.WriteItemsRequest.FromString(ingest.frame_items([inc.wire for inc in incoming]))
+    assert list(framed.items) == [inc.item for inc in incoming] and not framed.library_id
+    assert [ingest.digest_of(inc.wire) for inc in incoming] == [inc.digest for inc in incoming]
+    assert ingest.frame_items([]) == b""
+
+
 def test_hash_ignores_output_fields_and_state() -> None:
     a = movie("1")
     b = movie("1", id=str(uuid.uuid4()), library_id=str(LIB), state=C.ITEM_STATE_REMOTE_ONLY)

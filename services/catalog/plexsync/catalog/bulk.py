@@ -43,6 +43,7 @@ from plexsync.catalog.ingest import (
     PART_STATES,
     STREAM_KINDS,
     Incoming,
+    ItemId,
     Rows,
     to_datetime,
 )
@@ -218,11 +219,16 @@ def _texts_fit(limit: int, *cols: Sequence[str]) -> bool:
 
 
 def _unique(*cols: Sequence[Any]) -> bool:
-    return not cols[0] or len(set(zip(*cols, strict=True))) == len(cols[0])
+    """Whether the rows' keys (these columns) are unique. Plex ids are unique server-wide, so the last column
+    alone usually is, which is cheaper to check than tuples of the whole key."""
+    if not cols[0] or len(set(cols[-1])) == len(cols[-1]):
+        return True
+    return len(set(zip(*cols, strict=True))) == len(cols[0])
 
 
-def columns_ok(rows: Rows, transposed: Transposed | None = None) -> bool:
-    """Every rule of `ingest.flatten_item`, checked per column of the batch (possibly stricter)."""
+def columns_ok(rows: Rows, transposed: Transposed | None = None, *, check_nul: bool = True) -> bool:
+    """Every rule of `ingest.flatten_item`, checked per column of the batch (possibly stricter). Without
+    `check_nul` the caller looks for NUL characters itself (in the COPY payloads, see `speculate`)."""
     tr = transposed or Transposed(rows)
     it = tr.get("items", 29)
     years = {y for y in it[13] if y}
@@ -291,10 +297,10 @@ def columns_ok(rows: Rows, transposed: Transposed | None = None) -> bool:
     if not (_unique(ch[0], ch[1]) and _texts_fit(MAX_TITLE, ch[2]) and _non_negative(ch[3], ch[4])):
         return False
     texts.append(ch[2])
-    return "\x00" not in "".join(chain.from_iterable(texts))
+    return not check_nul or "\x00" not in "".join(chain.from_iterable(texts))
 
 
-def flatten_checked(batch: list[tuple[Incoming, uuid.UUID]], library_id: uuid.UUID) -> Rows:
+def flatten_checked(batch: Sequence[tuple[Incoming, ItemId]], library_id: uuid.UUID) -> Rows:
     """Same contract as `ingest.flatten_items` (rows, or InvalidArgumentError with every field path)."""
     rows = flatten_fast(batch, library_id)
     if rows is not None and columns_ok(rows):
@@ -392,21 +398,50 @@ CREDIT_COPY_COLS: list[Column] = [
 ]  # fmt: skip
 
 
+# Types whose values `%s` formats as COPY text accepts them (booleans as True/False, floats by repr, UUIDs in
+# their canonical form); bytea and the nullable dates need their own conversion.
+_PLAIN_TYPES = frozenset({"text", "uuid", "int2", "int4", "int8", "float8", "bool"})
+
+
+def _plain_lines(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:
+    """Rows as COPY text with one `%` template per row, or None when a text value holds a character COPY must
+    escape. The template leaves values as they are, so such a character shows up in the totals: text with
+    exactly the separators its rows need, and no backslash or carriage return, has none to escape."""
+    text = "".join(map(("\t".join(("%s",) * width) + "\n").__mod__, rows))
+    if _needs_escapes(text, len(rows), width - 1, len(rows)):
+        return None
+    return text
+
+
+def _needs_escapes(text: str, rows: int, tabs_per_row: int, newlines: int) -> bool:
+    return text.count("\t") != rows * tabs_per_row or text.count("\n") != newlines or "\\" in text or "\r" in text
+
+
 def copy_payloads(
     rows: Rows, tables: Sequence[tuple[str, Sequence[Column], str]], transposed: Transposed | None = None
 ) -> Payloads:
-    """COPY text of every table in `tables` ((table, columns, Rows attribute)) and the credit prefixes."""
+    """COPY text of every table in `tables` ((table, columns, Rows attribute)) and the credit prefixes.
+
+    Tables of plain types are formatted a row at a time with a template (about twice as fast as converting
+    column by column); those with dates or bytes, and batches whose text needs escapes, column by column."""
     tr = transposed or Transposed(rows)
     out = Payloads()
     for table, cols, attr in tables:
-        if getattr(rows, attr):
-            out.tables[table] = _lines(tr.get(attr, len(cols)), [t for _, t in cols]).encode()
+        table_rows = getattr(rows, attr)
+        if table_rows:
+            types = [t for _, t in cols]
+            text = _plain_lines(table_rows, len(cols)) if _PLAIN_TYPES.issuperset(types) else None
+            out.tables[table] = (text or _lines(tr.get(attr, len(cols)), types)).encode()
     if rows.credits:
         index: dict[tuple[str, int], int] = {}
-        cr = tr.get("credits", 6)
-        people = [index.setdefault(key, len(index)) for key in cr[2]]
-        texts = _columns_text([cr[0], cr[1], cr[3], cr[4], cr[5]], [t for _, t in CREDIT_COPY_COLS[:-1]])
-        out.credit_prefixes = list(map("\t".join, zip(*texts, ("",) * len(cr[0]), strict=True)))
+        people = [index.setdefault(r[2], len(index)) for r in rows.credits]
+        prefixes = [f"{r[0]}\t{r[1]}\t{r[3]}\t{r[4]}\t{r[5]}\t" for r in rows.credits]
+        if not _needs_escapes("\n".join(prefixes), len(prefixes), 5, len(prefixes) - 1):
+            out.credit_prefixes = prefixes
+        else:
+            cr = tr.get("credits", 6)
+            texts = _columns_text([cr[0], cr[1], cr[3], cr[4], cr[5]], [t for _, t in CREDIT_COPY_COLS[:-1]])
+            out.credit_prefixes = list(map("\t".join, zip(*texts, ("",) * len(cr[0]), strict=True)))
         out.credit_people = people
         out.people = list(index)
     return out
@@ -437,9 +472,16 @@ def speculate(
     if rows is None:
         return None
     transposed = Transposed(rows)
-    if not columns_ok(rows, transposed):
+    if not columns_ok(rows, transposed, check_nul=False):
         return None
-    return copy_payloads(rows, tables, transposed)
+    payloads = copy_payloads(rows, tables, transposed)
+    # Every text value the column checks cover is in the payloads or the credits' people, where looking for a
+    # NUL is cheaper than joining the columns again.
+    if any(b"\x00" in data for data in payloads.tables.values()) or "\x00" in "".join(
+        chain(payloads.credit_prefixes, (name for name, _ in payloads.people))
+    ):
+        return None
+    return payloads
 
 
 def warm_up() -> bool:

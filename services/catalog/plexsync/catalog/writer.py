@@ -28,7 +28,7 @@ import orjson
 import psycopg
 from plexsync.catalog import bulk, ingest
 from plexsync.catalog.bulk import Payloads
-from plexsync.catalog.ingest import Incoming, Rows
+from plexsync.catalog.ingest import Incoming, ItemId, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
 from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
 from plexsync.common.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -188,7 +188,7 @@ class Prepared:
     incoming: list[Incoming]
     collections: list[ingest.CollectionIn]
     speculative: asyncio.Future[Payloads | None] | None = None  # COPY payloads, being built by a worker
-    speculative_ids: list[uuid.UUID] | None = None
+    speculative_ids: list[str] | None = None  # the ids of its items, if new, as sent to the worker
     conflicts: int = 0  # times it was rolled back because another writer got in the way
 
     @cached_property
@@ -291,15 +291,15 @@ class Writer:
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
-    def _speculate(self, prepared: Prepared, ids: list[uuid.UUID] | None = None) -> None:
+    def _speculate(self, prepared: Prepared, ids: list[str] | None = None) -> None:
         """Start building COPY payloads of every item of the batch as if all were new, in the worker pool."""
         pool = self._pool
         if pool is None:
             return
-        ids = ids or [ingest.uuid7() for _ in prepared.incoming]
+        ids = ids or ingest.uuid7_texts(len(prepared.incoming))
         args = (
-            prepared.request.SerializeToString(),
-            list(map(str, ids)),
+            ingest.frame_items([inc.wire for inc in prepared.incoming]),
+            ids,
             [inc.state for inc in prepared.incoming],
             [inc.digest for inc in prepared.incoming],
             prepared.library_id,
@@ -555,17 +555,16 @@ class Writer:
                     (library_id, keys),
                 )
                 stored = {row[0]: (row[1], row[2], row[3], row[4]) for row in await cur.fetchall()}
-            new: list[tuple[Incoming, uuid.UUID]] = []
-            changed: list[tuple[Incoming, uuid.UUID]] = []
+            new: list[tuple[Incoming, ItemId]] = []
+            changed: list[tuple[Incoming, ItemId]] = []
             state_only: list[tuple[uuid.UUID, int]] = []
             unchanged: list[str] = []
-            speculative_ids: list[uuid.UUID | None] = (
-                [*prep.speculative_ids] if prep.speculative_ids else [None] * len(incoming)
-            )
-            for inc, speculative_id in zip(incoming, speculative_ids, strict=True):
+            speculative_ids = prep.speculative_ids  # by position in the batch
+            fresh_ids = [] if speculative_ids else ingest.uuid7_texts(len(incoming) - len(stored))
+            for inc in incoming:
                 old = stored.get(inc.item.rating_key)
                 if old is None:
-                    new.append((inc, speculative_id or ingest.uuid7()))
+                    new.append((inc, speculative_ids[inc.position] if speculative_ids else fresh_ids[len(new)]))
                     result.added += 1
                     continue
                 item_id, digest, state, missing = old
@@ -584,7 +583,7 @@ class Writer:
             if on_classified is not None:
                 on_classified((len(new) + len(changed) + len(state_only)) * 2 > len(incoming))
             if prep.speculative is None and len(new) == len(incoming) >= SPECULATE_MIN_ITEMS:
-                self._speculate(prep, [item_id for _, item_id in new])  # all new: flatten it in the worker anyway
+                self._speculate(prep, [str(item_id) for _, item_id in new])  # all new: flatten it in the worker anyway
             speculative = await self._speculation(prep) if len(new) == len(incoming) else None
             with no_gc():
                 payloads = speculative or bulk.copy_payloads(bulk.flatten_checked(new, library_id), COPY_TABLES)
