@@ -97,7 +97,7 @@ def test_worker_refuses_what_the_exact_path_rejects(name: str, mutate: Callable[
     b = batch(movie("1"), bad)
     framed = ingest.frame_items([inc.wire for inc, _ in b])
     states, digests = [inc.state for inc, _ in b], [inc.digest for inc, _ in b]
-    payloads = bulk.speculate(framed, [str(i) for _, i in b], states, digests, LIB, COPY_TABLES)
+    payloads = bulk.speculate([framed], [str(i) for _, i in b], states, digests, LIB, COPY_TABLES)
     exact = outcome(ingest.flatten_items, b)
     if isinstance(exact, list):
         assert payloads is None
@@ -140,10 +140,14 @@ def test_speculate_payloads_and_credit_lines() -> None:
     b = batch(*items)
     request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=items)
     ids = [str(i) for _, i in b]  # the worker gets item ids as text
-    payloads = bulk.speculate(
-        request.SerializeToString(), ids, [inc.state for inc, _ in b], [inc.digest for inc, _ in b], LIB, COPY_TABLES
-    )
+    states, digests = [inc.state for inc, _ in b], [inc.digest for inc, _ in b]
+    payloads = bulk.speculate([request.SerializeToString()], ids, states, digests, LIB, COPY_TABLES)
     assert payloads is not None
+    # In pieces of one item each: the same payloads, the people of both pieces numbered once.
+    pieces = [ingest.frame_items([inc.wire]) for inc, _ in b]
+    assert bulk.speculate(pieces, ids, states, digests, LIB, COPY_TABLES) == payloads
+    with pytest.raises(ValueError):
+        bulk.speculate(pieces[:1], ids, states, digests, LIB, COPY_TABLES)
     assert payloads == bulk.copy_payloads(bulk.flatten_checked(b, LIB), COPY_TABLES)  # same as in-process
     assert payloads.tables["items"].count(b"\n") == 2 and "credits" not in payloads.tables
     assert len(payloads.credit_prefixes) == 6 and len(payloads.people) == 3  # the same 3 people in both movies
@@ -152,7 +156,7 @@ def test_speculate_payloads_and_credit_lines() -> None:
     bad = movie("3", year=5)
     request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=[bad])
     [(inc, item_id)] = batch(bad)
-    assert bulk.speculate(request.SerializeToString(), [str(item_id)], [1], [inc.digest], LIB, COPY_TABLES) is None
+    assert bulk.speculate([request.SerializeToString()], [str(item_id)], [1], [inc.digest], LIB, COPY_TABLES) is None
 
 
 def test_payloads_cross_to_the_worker_unchanged() -> None:

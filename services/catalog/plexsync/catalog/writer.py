@@ -168,14 +168,14 @@ def no_gc() -> Iterator[None]:
 
 
 def _speculate_in_worker(
-    request_bytes: bytes,
+    chunks: list[bytes],
     ids: list[str],
     states: list[int],
     digests: list[bytes],
     library_id: uuid.UUID,
 ) -> Payloads | None:
     with no_gc():
-        return bulk.speculate(request_bytes, ids, states, digests, library_id, COPY_TABLES)
+        return bulk.speculate(chunks, ids, states, digests, library_id, COPY_TABLES)
 
 
 @dataclass
@@ -298,7 +298,10 @@ class Writer:
             return
         ids = ids or ingest.uuid7_texts(len(prepared.incoming))
         args = (
-            ingest.frame_items([inc.wire for inc in prepared.incoming]),
+            [
+                ingest.frame_items([inc.wire for inc in prepared.incoming[k : k + bulk.SPECULATE_CHUNK]])
+                for k in range(0, len(prepared.incoming), bulk.SPECULATE_CHUNK)
+            ],
             ids,
             [inc.state for inc in prepared.incoming],
             [inc.digest for inc in prepared.incoming],
