@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -29,6 +30,16 @@ def test_uuid7_is_time_ordered_version_7() -> None:
     ids = [ingest.uuid7() for _ in range(50)]
     assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
     assert [u.int >> 80 for u in ids] == sorted(u.int >> 80 for u in ids)
+
+
+def test_uuid7_texts_are_version_7_uuids_of_now() -> None:
+    before = time.time_ns() // 1_000_000
+    texts = ingest.uuid7_texts(500)
+    ids = [uuid.UUID(t) for t in texts]
+    assert [str(u) for u in ids] == texts and len(set(texts)) == 500
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    assert all(before <= u.int >> 80 <= time.time_ns() // 1_000_000 for u in ids)
+    assert ingest.uuid7_texts(0) == []
 
 
 def test_framed_items_parse_as_the_request_items() -> None:
