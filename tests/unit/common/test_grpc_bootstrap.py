@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -73,13 +74,17 @@ async def _health(port: int) -> int:
 
 async def test_health_not_serving_until_ready(app: tuple[ServiceApp, asyncio.Event]) -> None:
     service, gate = app
+    gc.unfreeze()
     assert await _health(service.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert gc.get_freeze_count() == 0
     gate.set()
     for _ in range(100):
         if await _health(service.port) == health_pb2.HealthCheckResponse.SERVING:
             break
         await asyncio.sleep(0.02)
     assert await _health(service.port) == health_pb2.HealthCheckResponse.SERVING
+    assert gc.get_freeze_count() > 0  # the startup heap is out of the collector's way once ready
+    gc.unfreeze()
 
 
 async def test_reflection_lists_service_without_token(app: tuple[ServiceApp, asyncio.Event]) -> None:
