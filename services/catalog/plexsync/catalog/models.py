@@ -148,6 +148,8 @@ class Item(Base):
             postgresql_where=text("parent_id IS NULL AND parent_rating_key <> ''"),
         ),
         Index("ix_items_parent_id_id", "parent_id", "id", postgresql_where=text("parent_id IS NOT NULL")),
+        # Missing (FILE_NOT_FOUND) items only: which of a batch's unchanged keys went missing meanwhile.
+        Index("ix_items_missing", "library_id", "rating_key", postgresql_where=text("missing_since IS NOT NULL")),
         Index("ix_items_library_id_updated_at_id", "library_id", "updated_at", "id"),
         Index("ix_items_updated_at_id", "updated_at", "id"),
         Index("ix_items_search_vector", "search_vector", postgresql_using="gin"),
