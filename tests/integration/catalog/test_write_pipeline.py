@@ -171,3 +171,23 @@ async def test_an_item_marked_missing_while_its_batch_waited_comes_back(
         "SELECT missing_since FROM items WHERE library_id = %s AND rating_key = 'kept'", (lib,)
     ).fetchone() or (0,)
     assert missing is None
+
+
+async def test_credits_of_people_the_worker_knows_are_written_right(catalog: Stub) -> None:
+    """The worker completes the credit lines of people committed earlier (sent to it by the writer), the
+    writer those of new people; either way every credit names its person, role, order and character."""
+    lib = await new_library(catalog)
+    first = [movie(str(n), credits=4) for n in range(1, 61)]  # Person 0-3: inserted by this stream
+    await write(catalog, batch(lib, first, seq=1))
+    later = [movie(str(n), credits=6) for n in range(61, 181)]  # Person 0-3 known to the worker, 4-5 new
+    for m in later[60:]:
+        m.credits.add(role=C.CREDIT_ROLE_WRITER, name="Zoë Writer", order=9, plex_tag_id=77)
+    acks = await write(catalog, batch(lib, later[:60], seq=1), batch(lib, later[60:], seq=2))
+    assert [a.added for a in acks] == [60, 60]
+    items = await items_by_key(catalog, lib)
+    for key, count in (("1", 4), ("61", 6), ("150", 7)):
+        full = (await catalog.GetItem(catalog_pb2.GetItemRequest(item_id=items[key].id))).item
+        got = sorted((c.name, c.role, c.order, c.character, c.plex_tag_id) for c in full.credits)
+        sent = next(m for m in (*first, *later) if m.rating_key == key)
+        assert len(got) == count
+        assert got == sorted((c.name, c.role, c.order, c.character, c.plex_tag_id) for c in sent.credits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -157,6 +157,41 @@ def test_speculate_payloads_and_credit_lines() -> None:
     request = catalog_pb2.WriteItemsRequest(library_id=str(LIB), items=[bad])
     [(inc, item_id)] = batch(bad)
     assert bulk.speculate([request.SerializeToString()], [str(item_id)], [1], [inc.digest], LIB, COPY_TABLES) is None
+
+
+@pytest.fixture
+def worker_people() -> Iterator[dict[tuple[str, int], int]]:
+    """The worker's known people, emptied around the test (it is process-wide state of a worker)."""
+    bulk._KNOWN_PEOPLE.clear()
+    yield bulk._KNOWN_PEOPLE
+    bulk._KNOWN_PEOPLE.clear()
+
+
+def test_worker_completes_credits_of_people_it_was_sent(worker_people: dict[tuple[str, int], int]) -> None:
+    """Credits of people the writer sent are complete lines; the rest are left to the writer, and together they
+    are the lines the writer would have made itself."""
+    items = [movie("1"), movie("2", credits=5)]
+    b = batch(*items)
+    ids = [str(i) for _, i in b]
+    args = ([ingest.frame_items([inc.wire for inc, _ in b])], ids, [i.state for i, _ in b], [i.digest for i, _ in b])
+    alone = bulk.speculate(*args, LIB, COPY_TABLES)
+    assert alone is not None and not alone.credit_lines
+    person_id = {key: 100 + n for n, key in enumerate(alone.people)}
+
+    def lines(p: bulk.Payloads) -> set[str]:
+        by_index = [person_id[key] for key in p.people]
+        done = p.credit_lines + bulk.credit_lines(p.credit_prefixes, map(by_index.__getitem__, p.credit_people))
+        return set(done.decode().splitlines())
+
+    known = [(name, tag, person_id[(name, tag)]) for name, tag in alone.people[:2]]
+    some = bulk.speculate(*args, LIB, COPY_TABLES, known)
+    assert some is not None and some.credit_lines and set(some.people) == set(alone.people[2:])
+    assert lines(some) == lines(alone) and len(lines(alone)) == len(alone.credit_prefixes)
+    rest = [(name, tag, person_id[(name, tag)]) for name, tag in alone.people[2:]]
+    every = bulk.speculate(*args, LIB, COPY_TABLES, rest)  # the worker remembers the first two
+    assert every is not None and not every.people and not every.credit_prefixes and lines(every) == lines(alone)
+    assert pickle.loads(pickle.dumps(some)) == some
+    assert worker_people == person_id
 
 
 def test_payloads_cross_to_the_worker_unchanged() -> None:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import uuid
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from itertools import chain
+from itertools import chain, repeat
 from operator import eq
 from typing import Any
 
@@ -363,13 +363,15 @@ def _lines(columns: Sequence[Sequence[Any]], types: Sequence[str]) -> str:
 
 @dataclass
 class Payloads:
-    """COPY text of new items per table (name -> UTF-8 bytes), and the credit rows without their person id:
-    line prefixes ending in a tab, and for each the index of its person in `people`."""
+    """COPY text of new items per table (name -> UTF-8 bytes); the credit rows whose person id was known
+    (`credit_lines`, complete), and the others without their person id: line prefixes ending in a tab, and for
+    each the index of its person in `people` (those the writer must still look up or insert)."""
 
     tables: dict[str, bytes] = field(default_factory=dict)
     credit_prefixes: list[str] = field(default_factory=list)
     credit_people: list[int] = field(default_factory=list)
     people: list[tuple[str, int]] = field(default_factory=list)
+    credit_lines: bytes = b""
 
     # Sent from the worker as a few large strings and arrays: pickling tens of thousands of small strings,
     # ints and tuples one by one cost more than building them. Prefixes hold no raw newline (COPY escapes it)
@@ -381,10 +383,11 @@ class Payloads:
             array("q", self.credit_people).tobytes(),
             "\x00".join(name for name, _ in self.people),
             array("q", [tag for _, tag in self.people]).tobytes(),
+            self.credit_lines,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.tables, prefixes, credit_people, names, tags = state
+        self.tables, prefixes, credit_people, names, tags, self.credit_lines = state
         self.credit_prefixes = prefixes.split("\n") if prefixes else []
         self.credit_people = array("q", credit_people).tolist()
         self.people = list(zip(names.split("\x00"), array("q", tags).tolist(), strict=True)) if names else []
@@ -418,9 +421,13 @@ def _needs_escapes(text: str, rows: int, tabs_per_row: int, newlines: int) -> bo
 
 
 def copy_payloads(
-    rows: Rows, tables: Sequence[tuple[str, Sequence[Column], str]], transposed: Transposed | None = None
+    rows: Rows,
+    tables: Sequence[tuple[str, Sequence[Column], str]],
+    transposed: Transposed | None = None,
+    known_people: Mapping[tuple[str, int], int] | None = None,
 ) -> Payloads:
-    """COPY text of every table in `tables` ((table, columns, Rows attribute)) and the credit prefixes.
+    """COPY text of every table in `tables` ((table, columns, Rows attribute)) and of the credits: complete
+    lines for credits whose person is in `known_people`, prefixes for the others.
 
     Tables of plain types are formatted a row at a time with a template (about twice as fast as converting
     column by column); those with dates or bytes, and batches whose text needs escapes, column by column."""
@@ -433,16 +440,25 @@ def copy_payloads(
             text = _plain_lines(table_rows, len(cols)) if _PLAIN_TYPES.issuperset(types) else None
             out.tables[table] = (text or _lines(tr.get(attr, len(cols)), types)).encode()
     if rows.credits:
-        index: dict[tuple[str, int], int] = {}
-        people = [index.setdefault(r[2], len(index)) for r in rows.credits]
         prefixes = [f"{r[0]}\t{r[1]}\t{r[3]}\t{r[4]}\t{r[5]}\t" for r in rows.credits]
-        if not _needs_escapes("\n".join(prefixes), len(prefixes), 5, len(prefixes) - 1):
-            out.credit_prefixes = prefixes
-        else:
+        if _needs_escapes("\n".join(prefixes), len(prefixes), 5, len(prefixes) - 1):
             cr = tr.get("credits", 6)
             texts = _columns_text([cr[0], cr[1], cr[3], cr[4], cr[5]], [t for _, t in CREDIT_COPY_COLS[:-1]])
-            out.credit_prefixes = list(map("\t".join, zip(*texts, ("",) * len(cr[0]), strict=True)))
-        out.credit_people = people
+            prefixes = list(map("\t".join, zip(*texts, ("",) * len(cr[0]), strict=True)))
+        known = known_people.get if known_people else None
+        person_ids = [known(r[2]) for r in rows.credits] if known else []
+        if person_ids and None not in person_ids:  # every person known: complete lines, nothing to look up
+            out.credit_lines = "".join([f"{p}{i}\n" for p, i in zip(prefixes, person_ids, strict=True)]).encode()
+            return out
+        index: dict[tuple[str, int], int] = {}
+        lines = []
+        for prefix, row, person_id in zip(prefixes, rows.credits, person_ids or repeat(None), strict=False):
+            if person_id is None:
+                out.credit_prefixes.append(prefix)
+                out.credit_people.append(index.setdefault(row[2], len(index)))
+            else:
+                lines.append(f"{prefix}{person_id}\n")
+        out.credit_lines = "".join(lines).encode()
         out.people = list(index)
     return out
 
@@ -453,6 +469,12 @@ def credit_lines(prefixes: Sequence[str], person_ids: Iterable[int]) -> bytes:
 
 
 SPECULATE_CHUNK = 100  # items per piece of a batch sent to the worker (see `speculate`)
+KNOWN_PEOPLE_LIMIT = 500_000  # people ids a worker remembers (then it starts again from the next ones sent)
+
+# In a worker process: (name, Plex tag id) -> people.id of people committed to the database, as sent by the
+# writer with each batch (`speculate`'s `new_people`). People rows are never deleted or renumbered, so an id
+# once committed stays right; a person the worker does not know yet is left to the writer.
+_KNOWN_PEOPLE: dict[tuple[str, int], int] = {}
 
 
 def speculate(
@@ -462,19 +484,27 @@ def speculate(
     digests: list[bytes],
     library_id: uuid.UUID,
     tables: Sequence[tuple[str, Sequence[Column], str]],
+    new_people: Sequence[tuple[str, int, int]] = (),
 ) -> Payloads | None:
     """Worker-process entry: the payloads of a whole batch as if every item were new; None when the batch has
     violations (the writer's exact pass reports them if those items must be written). Item ids come as text:
     they are only formatted here, and UUID objects cost more to pickle, hash and format than the strings.
 
+    `new_people` are (name, tag, id) of people committed since the writer last sent them: credits of people
+    the worker knows come back as complete COPY lines, so the writer has nothing to do per credit for them.
+
     The batch comes as serialized requests of up to `SPECULATE_CHUNK` items each (`ingest.frame_items`),
     parsed, flattened and formatted one at a time: the messages, rows and text of a hundred items stay in the
     CPU caches and are freed before the next piece. A 1,000-item batch costs ~13% less CPU than in one piece
     (paired runs, /tmp-free script in bench/README.md)."""
+    if len(_KNOWN_PEOPLE) + len(new_people) > KNOWN_PEOPLE_LIMIT:
+        _KNOWN_PEOPLE.clear()
+    _KNOWN_PEOPLE.update(((name, tag), person_id) for name, tag, person_id in new_people)
     lib = str(library_id)
     pieces: dict[str, list[bytes]] = {}
     out = Payloads()
     people: dict[tuple[str, int], int] = {}
+    lines: list[bytes] = []
     start = 0
     for chunk in chunks:
         items = catalog_pb2.WriteItemsRequest.FromString(chunk).items
@@ -488,19 +518,21 @@ def speculate(
         transposed = Transposed(rows)
         if not columns_ok(rows, transposed, check_nul=False):
             return None
-        part = copy_payloads(rows, tables, transposed)
+        part = copy_payloads(rows, tables, transposed, _KNOWN_PEOPLE)
         for table, data in part.tables.items():
             pieces.setdefault(table, []).append(data)
+        lines.append(part.credit_lines)
         index = [people.setdefault(key, len(people)) for key in part.people]
         out.credit_prefixes += part.credit_prefixes
         out.credit_people += [index[k] for k in part.credit_people]
     if start != len(ids):
         raise ValueError(f"{start} items for {len(ids)} ids")
     out.tables = {table: b"".join(data) for table, data in pieces.items()}
+    out.credit_lines = b"".join(lines)
     out.people = list(people)
     # Every text value the column checks cover is in the payloads or the credits' people, where looking for a
     # NUL is cheaper than joining the columns again.
-    if any(b"\x00" in data for data in out.tables.values()) or "\x00" in "".join(
+    if any(b"\x00" in data for data in (*out.tables.values(), out.credit_lines)) or "\x00" in "".join(
         chain(out.credit_prefixes, (name for name, _ in out.people))
     ):
         return None

@@ -173,9 +173,10 @@ def _speculate_in_worker(
     states: list[int],
     digests: list[bytes],
     library_id: uuid.UUID,
+    new_people: list[tuple[str, int, int]],
 ) -> Payloads | None:
     with no_gc():
-        return bulk.speculate(chunks, ids, states, digests, library_id, COPY_TABLES)
+        return bulk.speculate(chunks, ids, states, digests, library_id, COPY_TABLES, new_people)
 
 
 @dataclass
@@ -240,16 +241,29 @@ class BatchResult:
 
 
 class PeopleCache:
-    """(name, Plex tag id) -> people.id for people committed to the database (never rolled back)."""
+    """(name, Plex tag id) -> people.id for people committed to the database (never rolled back), and those
+    committed since they were last sent to the ingest worker (which completes credit lines with them)."""
 
-    def __init__(self, limit: int = 500_000) -> None:
+    def __init__(self, limit: int = bulk.KNOWN_PEOPLE_LIMIT) -> None:
         self.ids: dict[tuple[str, int], int] = {}
         self.limit = limit
+        self.unsent: list[tuple[str, int, int]] = []
 
     def merge(self, found: dict[tuple[str, int], int]) -> None:
         if len(self.ids) + len(found) > self.limit:
             self.ids.clear()
         self.ids.update(found)
+        if len(self.unsent) + len(found) > self.limit:  # no worker took them for that long: start again
+            self.unsent.clear()
+        self.unsent.extend((name, tag, person_id) for (name, tag), person_id in found.items())
+
+    def take_unsent(self) -> list[tuple[str, int, int]]:
+        unsent, self.unsent = self.unsent, []
+        return unsent
+
+    def resend_all(self) -> None:
+        """A new worker knows nobody: send it every cached person with the next batch."""
+        self.unsent = [(name, tag, person_id) for (name, tag), person_id in self.ids.items()]
 
 
 class Writer:
@@ -306,11 +320,15 @@ class Writer:
             [inc.state for inc in prepared.incoming],
             [inc.digest for inc in prepared.incoming],
             prepared.library_id,
+            # With several workers each learns the people sent with its own batches; a credit of a person
+            # its worker does not know is completed here instead.
+            self.people.take_unsent(),
         )
         try:
             future = asyncio.get_running_loop().run_in_executor(pool, _speculate_in_worker, *args)
         except (BrokenProcessPool, RuntimeError):  # broken or shut down: this batch runs in-process
             log.warning("ingest worker pool unavailable; flattening in-process")
+            self.people.resend_all()
             return
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # results that are never awaited
         prepared.speculative = future
@@ -327,6 +345,7 @@ class Writer:
         except BrokenProcessPool:
             log.warning("ingest worker pool broke; starting a new one")
             self._pool = None
+            self.people.resend_all()
             await self.start()
         except Exception:  # the exact in-process path still runs; never fail a batch for the optimisation
             log.exception("speculative flattening failed")
@@ -715,13 +734,14 @@ class Writer:
             data = payloads.tables.get(table)
             if data:
                 await copy_text(cur, table, cols, data)
-        if payloads.credit_prefixes:
+        if payloads.credit_prefixes or payloads.credit_lines:
             by_index = [person_ids[key] for key in payloads.people]
             await copy_text(
                 cur,
                 "credits",
                 bulk.CREDIT_COPY_COLS,
-                bulk.credit_lines(payloads.credit_prefixes, map(by_index.__getitem__, payloads.credit_people)),
+                payloads.credit_lines
+                + bulk.credit_lines(payloads.credit_prefixes, map(by_index.__getitem__, payloads.credit_people)),
             )
 
     async def _write_changed(
