@@ -1,4 +1,4 @@
-"""Which batches of a WriteItems stream may start while earlier ones are still being written."""
+"""Which batches of a WriteItems stream may start while earlier ones are being written; people sent to the worker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import cast
 
 from plexsync.catalog import ingest
 from plexsync.catalog.store import Store
-from plexsync.catalog.writer import BatchResult, Prepared, Turn, Writer, _InFlight
+from plexsync.catalog.writer import BatchResult, PeopleCache, Prepared, Turn, Writer, _InFlight
 from plexsync.v1 import catalog_pb2
 
 from tests.integration.catalog.helpers import movie
@@ -35,3 +35,18 @@ async def test_only_big_enough_batches_with_keys_of_their_own_are_pipelined() ->
     in_flight.append(in_flight[0])
     assert not writer._may_pipeline(prepared(["7", "8", "9"]), in_flight)  # no room
     running.cancel()
+
+
+def test_people_cache_hands_committed_people_to_the_worker_once() -> None:
+    cache = PeopleCache(limit=4)
+    cache.merge({("A", 1): 10, ("B", 2): 11})
+    assert cache.take_unsent() == [("A", 1, 10), ("B", 2, 11)] and cache.take_unsent() == []
+    cache.merge({("C", 3): 12})
+    cache.resend_all()  # a new worker: everybody again
+    assert sorted(cache.take_unsent()) == [("A", 1, 10), ("B", 2, 11), ("C", 3, 12)]
+    cache.merge({("D", 4): 13, ("E", 5): 14})  # over the limit: both start again
+    assert cache.ids == {("D", 4): 13, ("E", 5): 14} and cache.take_unsent() == [("D", 4, 13), ("E", 5, 14)]
+    alone = PeopleCache(for_worker=False)  # no worker: nothing kept to send
+    alone.merge({("A", 1): 10})
+    alone.resend_all()
+    assert alone.ids == {("A", 1): 10} and alone.take_unsent() == []

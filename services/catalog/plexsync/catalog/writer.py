@@ -244,15 +244,18 @@ class PeopleCache:
     """(name, Plex tag id) -> people.id for people committed to the database (never rolled back), and those
     committed since they were last sent to the ingest worker (which completes credit lines with them)."""
 
-    def __init__(self, limit: int = bulk.KNOWN_PEOPLE_LIMIT) -> None:
+    def __init__(self, limit: int = bulk.KNOWN_PEOPLE_LIMIT, *, for_worker: bool = True) -> None:
         self.ids: dict[tuple[str, int], int] = {}
         self.limit = limit
+        self.for_worker = for_worker  # without a worker there is nobody to send people to
         self.unsent: list[tuple[str, int, int]] = []
 
     def merge(self, found: dict[tuple[str, int], int]) -> None:
         if len(self.ids) + len(found) > self.limit:
             self.ids.clear()
         self.ids.update(found)
+        if not self.for_worker:
+            return
         if len(self.unsent) + len(found) > self.limit:  # no worker took them for that long: start again
             self.unsent.clear()
         self.unsent.extend((name, tag, person_id) for (name, tag), person_id in found.items())
@@ -263,7 +266,8 @@ class PeopleCache:
 
     def resend_all(self) -> None:
         """A new worker knows nobody: send it every cached person with the next batch."""
-        self.unsent = [(name, tag, person_id) for (name, tag), person_id in self.ids.items()]
+        if self.for_worker:
+            self.unsent = [(name, tag, person_id) for (name, tag), person_id in self.ids.items()]
 
 
 class Writer:
@@ -287,7 +291,7 @@ class Writer:
     ) -> None:
         self.store = store
         self.max_batch_items = max_batch_items
-        self.people = PeopleCache()
+        self.people = PeopleCache(for_worker=workers > 0)
         self.workers = workers
         self.pipeline = pipeline  # transactions of one stream open at once
         self.pipeline_min_items = pipeline_min_items  # smaller batches wait for the one before (see write_stream)
