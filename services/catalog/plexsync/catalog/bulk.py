@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from itertools import chain, repeat
 from operator import eq
-from typing import Any
+from typing import Any, cast
 
 from plexsync.catalog import ingest
 from plexsync.catalog.ingest import (
@@ -448,17 +448,19 @@ def copy_payloads(
         known = known_people.get if known_people else None
         person_ids = [known(r[2]) for r in rows.credits] if known else []
         if person_ids and None not in person_ids:  # every person known: complete lines, nothing to look up
-            out.credit_lines = "".join([f"{p}{i}\n" for p, i in zip(prefixes, person_ids, strict=True)]).encode()
+            out.credit_lines = credit_lines(prefixes, cast(list[int], person_ids))
             return out
         index: dict[tuple[str, int], int] = {}
-        lines = []
+        known_prefixes: list[str] = []
+        known_ids: list[int] = []
         for prefix, row, person_id in zip(prefixes, rows.credits, person_ids or repeat(None), strict=False):
             if person_id is None:
                 out.credit_prefixes.append(prefix)
                 out.credit_people.append(index.setdefault(row[2], len(index)))
             else:
-                lines.append(f"{prefix}{person_id}\n")
-        out.credit_lines = "".join(lines).encode()
+                known_prefixes.append(prefix)
+                known_ids.append(person_id)
+        out.credit_lines = credit_lines(known_prefixes, known_ids)
         out.people = list(index)
     return out
 
@@ -496,7 +498,7 @@ def speculate(
     The batch comes as serialized requests of up to `SPECULATE_CHUNK` items each (`ingest.frame_items`),
     parsed, flattened and formatted one at a time: the messages, rows and text of a hundred items stay in the
     CPU caches and are freed before the next piece. A 1,000-item batch costs ~13% less CPU than in one piece
-    (paired runs, /tmp-free script in bench/README.md)."""
+    (paired runs: bench/catalog_worker.py)."""
     if len(_KNOWN_PEOPLE) + len(new_people) > KNOWN_PEOPLE_LIMIT:
         _KNOWN_PEOPLE.clear()
     _KNOWN_PEOPLE.update(((name, tag), person_id) for name, tag, person_id in new_people)

@@ -28,7 +28,7 @@ import orjson
 import psycopg
 from plexsync.catalog import bulk, ingest
 from plexsync.catalog.bulk import Payloads
-from plexsync.catalog.ingest import Incoming, ItemId, Rows
+from plexsync.catalog.ingest import Incoming, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
 from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
 from plexsync.common.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -581,8 +581,8 @@ class Writer:
                     (library_id, keys),
                 )
                 stored = {row[0]: (row[1], row[2], row[3], row[4]) for row in await cur.fetchall()}
-            new: list[tuple[Incoming, ItemId]] = []
-            changed: list[tuple[Incoming, ItemId]] = []
+            new: list[tuple[Incoming, str]] = []  # ids of new items are made as text (see ingest.uuid7_texts)
+            changed: list[tuple[Incoming, uuid.UUID]] = []
             state_only: list[tuple[uuid.UUID, int]] = []
             unchanged: list[str] = []
             speculative_ids = prep.speculative_ids  # by position in the batch
@@ -609,7 +609,7 @@ class Writer:
             if on_classified is not None:
                 on_classified((len(new) + len(changed) + len(state_only)) * 2 > len(incoming))
             if prep.speculative is None and len(new) == len(incoming) >= SPECULATE_MIN_ITEMS:
-                self._speculate(prep, [str(item_id) for _, item_id in new])  # all new: flatten it in the worker anyway
+                self._speculate(prep, [item_id for _, item_id in new])  # all new: flatten it in the worker anyway
             speculative = await self._speculation(prep) if len(new) == len(incoming) else None
             with no_gc():
                 payloads = speculative or bulk.copy_payloads(bulk.flatten_checked(new, library_id), COPY_TABLES)
