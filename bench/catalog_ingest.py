@@ -38,12 +38,8 @@ import psycopg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.catalog.models import (
-    TAG_GENRE,
-    Artwork,
     Credit,
     Item,
-    ItemGuid,
-    ItemTag,
     MediaPart,
     MediaStream,
     MediaVersion,
@@ -227,8 +223,11 @@ def orm_item(library_id: uuid.UUID, m: common_pb2.Item, people: dict[tuple[str, 
         audience_rating=m.audience_rating, plex_guid=m.plex_guid, plex_added_at=ts(m.plex_added_at),
         plex_updated_at=ts(m.plex_updated_at), search_title=m.title.casefold(),
         search_people=" ".join(c.name for c in m.credits).casefold(), search_genres=" ".join(m.genres).casefold(),
+        genres=list(m.genres), studios=list(m.studios), countries=list(m.countries),
+        guids=[{"uri": g.uri, "provider": g.provider, "external_id": g.external_id} for g in m.guids],
+        artwork=[{"kind": a.kind, "url": a.url, "source": a.source, "updated_at": a.updated_at.seconds or None}
+                 for a in m.artwork],
     )  # fmt: skip
-    item.tags = [ItemTag(kind=TAG_GENRE, name=g, position=i) for i, g in enumerate(m.genres)]
     credits = []
     for c in m.credits:
         person = people.get((c.name, c.plex_tag_id))
@@ -238,9 +237,6 @@ def orm_item(library_id: uuid.UUID, m: common_pb2.Item, people: dict[tuple[str, 
             Credit(role=c.role, person=person, position=c.order, character=c.character, thumb_url=c.thumb_url)
         )
     item.credits = credits
-    item.guids = [ItemGuid(uri=g.uri, provider=g.provider, external_id=g.external_id, position=i)
-                  for i, g in enumerate(m.guids)]  # fmt: skip
-    item.artwork = [Artwork(kind=a.kind, url=a.url, source=a.source, position=i) for i, a in enumerate(m.artwork)]
     versions = []
     for v in m.media:
         version = MediaVersion(plex_media_id=v.plex_media_id, duration_ms=v.duration.ToMilliseconds(),

@@ -78,6 +78,15 @@ def mutations() -> list[tuple[str, Callable[[common_pb2.Item], None]]]:
         ("NUL in guid", lambda m: setattr(m.guids[0], "uri", "imdb://\x00")),
         ("NUL in genre", lambda m: m.genres.append("Dra\x00ma")),
         ("NUL in path", lambda m: setattr(m.media[0].parts[0], "plex_path", "/a\x00")),
+        ("NUL in artwork source", lambda m: setattr(m.artwork[0], "source", "pl\x00ex")),
+        ("NUL in guid provider", lambda m: setattr(m.guids[0], "provider", "im\x00db")),
+        ("bad artwork kind", lambda m: setattr(m.artwork[1], "kind", 0)),
+        ("empty artwork url", lambda m: setattr(m.artwork[0], "url", "")),
+        ("long artwork source", lambda m: setattr(m.artwork[0], "source", "s" * 300)),
+        ("long studio", lambda m: m.studios.append("s" * 300)),
+        ("empty network", lambda m: m.networks.extend(["HBO", ""])),
+        ("quoted label", lambda m: m.labels.append('say "\\hi"')),  # accepted by both paths, escaped
+        ("escaped artwork url", lambda m: setattr(m.artwork[0], "url", "/a\tb\\c\\u0000")),  # text "\\u0000", not a NUL
     ]  # fmt: skip
 
 

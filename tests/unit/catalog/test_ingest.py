@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.catalog import ingest
 from plexsync.catalog.repository import _is_absolute, _normalise_path
 from plexsync.catalog.store import delete_missing_sql, insert_sql
-from plexsync.catalog.writer import lock_key
+from plexsync.catalog.writer import ITEM_COLS, lock_key
 from plexsync.common.errors import InvalidArgumentError
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -85,12 +87,25 @@ def test_flatten_dedupes_repeated_tags_credits_and_guids() -> None:
     item = movie("1", genres=["Drama", "Drama", "Comedy"], credits=2)
     item.credits.add().CopyFrom(item.credits[1])
     item.guids.add().CopyFrom(item.guids[0])
+    item.artwork.add().CopyFrom(item.artwork[0])
     rows = flatten(item)
-    assert [r[2] for r in rows.tags if r[1] == 2] == ["Drama", "Comedy"]
-    assert len(rows.credits) == 2 and len(rows.guids) == 2
-    assert len(rows.streams) == 3 and len(rows.parts) == 1 and len(rows.chapters) == 1
     [row] = rows.items
-    assert row[1] == LIB and row[-3] == "movie 1" and row[-2] == "person 0 person 1" and row[-1] == "drama comedy"
+    value = dict(zip((name for name, _ in ITEM_COLS), row, strict=True))
+    assert value["genres"] == '{"Drama","Comedy"}' and value["studios"] == '{"Warner"}' and value["networks"] == "{}"
+    assert [g["uri"] for g in json.loads(value["guids"])] == [g.uri for g in item.guids[:2]]
+    assert [(a["kind"], a["url"]) for a in json.loads(value["artwork"])] == [(a.kind, a.url) for a in item.artwork[:2]]
+    assert len(rows.credits) == 2
+    assert len(rows.streams) == 3 and len(rows.parts) == 1 and len(rows.chapters) == 1
+    assert value["library_id"] == LIB and value["search_title"] == "movie 1"
+    assert value["search_people"] == "person 0 person 1" and value["search_genres"] == "drama comedy"
+
+
+def test_value_list_literals_escape_quotes_backslashes_and_keep_time() -> None:
+    assert ingest.text_array([]) == "{}"
+    assert ingest.text_array(['Say "hi"', "back\\slash", "a,b {c}"]) == '{"Say \\"hi\\"","back\\\\slash","a,b {c}"}'
+    entry = ingest.artwork_entry(1, "/t", "plex", Timestamp(seconds=5, nanos=250))
+    assert entry == {"kind": 1, "url": "/t", "source": "plex", "updated_at": 5, "updated_nanos": 250}
+    assert ingest.artwork_entry(1, "/t", "", Timestamp())["updated_at"] is None
 
 
 def test_flatten_names_every_bad_field() -> None:

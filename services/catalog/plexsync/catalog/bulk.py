@@ -29,6 +29,7 @@ from itertools import chain, repeat
 from operator import eq
 from typing import Any, cast
 
+import orjson
 from plexsync.catalog import ingest
 from plexsync.catalog.ingest import (
     ARTWORK_KINDS,
@@ -45,9 +46,10 @@ from plexsync.catalog.ingest import (
     Incoming,
     ItemId,
     Rows,
+    artwork_entry,
+    text_array,
     to_datetime,
 )
-from plexsync.catalog.models import TAG_COUNTRY, TAG_GENRE, TAG_LABEL, TAG_NETWORK, TAG_STUDIO
 from plexsync.v1 import catalog_pb2
 
 Column = tuple[str, str]
@@ -78,29 +80,27 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
     column check fails (the caller then takes the exact path)."""
     rows = Rows()
     items_append = rows.items.append
-    tags_append = rows.tags.append
     credits_append = rows.credits.append
-    guids_append = rows.guids.append
-    artwork_append = rows.artwork.append
     versions_append = rows.versions.append
     parts_append = rows.parts.append
     streams_append = rows.streams.append
     chapters_append = rows.chapters.append
     for inc, item_id in batch:
         it = inc.item
+        tag_lists: list[str] = []
         genres = ""
-        for kind, values in (
-            (TAG_GENRE, it.genres), (TAG_STUDIO, it.studios), (TAG_LABEL, it.labels),
-            (TAG_COUNTRY, it.countries), (TAG_NETWORK, it.networks),
-        ):  # fmt: skip
+        for values in (it.genres, it.studios, it.labels, it.countries, it.networks):
             if values:
                 if len(values) > MAX_LIST:
                     return None
                 unique = list(dict.fromkeys(values))
-                for j, value in enumerate(unique):
-                    tags_append((item_id, kind, value, j))
-                if kind == TAG_GENRE:
+                if not all(unique) or max(map(len, unique)) > MAX_SHORT:
+                    return None
+                tag_lists.append(text_array(unique))
+                if values is it.genres:
                     genres = " ".join(unique)
+            else:
+                tag_lists.append("{}")
 
         people: list[str] = []
         credit_keys: set[tuple[int, str, int]] = set()
@@ -115,26 +115,34 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
             people.append(name)
             credits_append((item_id, role, (name, tag), c.order, c.character, c.thumb_url))
 
+        guids: list[dict[str, str]] = []
         uris: set[str] = set()
-        for j, g in enumerate(it.guids):
-            uri = g.uri
+        for g in it.guids:
+            uri, gprov, gext = g.uri, g.provider, g.external_id
             if uri in uris:
                 if not _guid_ok(g):
                     return None
                 continue
             uris.add(uri)
             provider, _, ext = uri.partition("://")
-            guids_append((item_id, uri, g.provider or provider, g.external_id or ext, j))
+            provider, ext = gprov or provider, gext or ext
+            if not uri or len(uri) > MAX_URL or len(provider) > MAX_SHORT or len(ext) > MAX_URL:
+                return None
+            guids.append({"uri": uri, "provider": provider, "external_id": ext})
 
+        artwork: list[dict[str, Any]] = []
         art_keys: set[tuple[int, str]] = set()
-        for j, a in enumerate(it.artwork):
+        for a in it.artwork:
             akey = (a.kind, a.url)
             if akey in art_keys:
                 if not _artwork_ok(a):
                     return None
                 continue
             art_keys.add(akey)
-            artwork_append((item_id, akey[0], akey[1], a.source, to_datetime(a.updated_at), j))
+            kind, url, source = akey[0], akey[1], a.source
+            if kind not in ARTWORK_KINDS or not url or len(url) > MAX_URL or len(source) > MAX_SHORT:
+                return None
+            artwork.append(artwork_entry(kind, url, source, a.updated_at))
 
         for j, m in enumerate(it.media):
             mid = m.plex_media_id
@@ -179,10 +187,14 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
                 title, sort_title, original_title, it.plot, it.tagline, it.year, release, it.content_rating,
                 it.index, it.parent_index, _ms(it.duration), it.rating, it.audience_rating, it.child_count,
                 it.leaf_count, it.plex_guid, to_datetime(it.plex_added_at), to_datetime(it.plex_updated_at),
-                search_title.casefold(), " ".join(people).casefold(), genres.casefold(),
+                search_title.casefold(), " ".join(people).casefold(), genres.casefold(), *tag_lists,
+                orjson.dumps(guids).decode(), orjson.dumps(artwork).decode(),
             )
         )  # fmt: skip
     return rows
+
+
+ITEM_WIDTH = 36  # columns of an item row (writer.ITEM_COLS)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
@@ -230,7 +242,7 @@ def columns_ok(rows: Rows, transposed: Transposed | None = None, *, check_nul: b
     """Every rule of `ingest.flatten_item`, checked per column of the batch (possibly stricter). Without
     `check_nul` the caller looks for NUL characters itself (in the COPY payloads, see `speculate`)."""
     tr = transposed or Transposed(rows)
-    it = tr.get("items", 29)
+    it = tr.get("items", ITEM_WIDTH)
     years = {y for y in it[13] if y}
     if years and not (min(years) >= 1800 and max(years) <= 3000):
         return False
@@ -244,12 +256,10 @@ def columns_ok(rows: Rows, transposed: Transposed | None = None, *, check_nul: b
         return False
     if not _non_negative(it[16], it[17], it[18], it[19], it[20], it[21], it[22]):
         return False
-    texts: list[Sequence[str]] = [it[4], it[5], it[8], it[9], it[10], it[11], it[12], it[15], it[23]]
-
-    tg = tr.get("tags", 4)
-    if not (all(tg[2]) and _texts_fit(MAX_SHORT, tg[2])):
+    # Guid and artwork JSON shows a NUL as an escape; the raw texts it came from are not kept.
+    if "\\u0000" in "".join(chain(it[34], it[35])):
         return False
-    texts.append(tg[2])
+    texts: list[Sequence[str]] = [it[4], it[5], it[8], it[9], it[10], it[11], it[12], it[15], it[23], *it[29:34]]
 
     cr = tr.get("credits", 6)
     if cr[0]:
@@ -259,16 +269,6 @@ def columns_ok(rows: Rows, transposed: Transposed | None = None, *, check_nul: b
         if not (_texts_fit(MAX_URL, cr[5]) and _non_negative(cr[3])):
             return False
         texts += [names, cr[4], cr[5]]
-
-    gu = tr.get("guids", 5)
-    if not (all(gu[1]) and _texts_fit(MAX_URL, gu[1], gu[3]) and _texts_fit(MAX_SHORT, gu[2])):
-        return False
-    texts += [gu[1], gu[2], gu[3]]
-
-    ar = tr.get("artwork", 6)
-    if not (set(ar[1]) <= ARTWORK_KINDS and all(ar[2]) and _texts_fit(MAX_URL, ar[2]) and _texts_fit(MAX_SHORT, ar[3])):
-        return False
-    texts += [ar[2], ar[3]]
 
     ve = tr.get("versions", 15)
     if not (_non_negative(ve[1], ve[3], ve[4], ve[5], ve[6], ve[7], ve[8]) and _unique(ve[0], ve[1])):
@@ -325,8 +325,13 @@ def _nullable(convert: Callable[[Any], str]) -> Callable[[Sequence[Any]], Iterab
     return lambda col: ["\\N" if v is None else convert(v) for v in col]
 
 
+# Types whose values are already text (array and JSON literals included): escaped for COPY when needed.
+_TEXT_TYPES = frozenset({"text", "text[]", "jsonb"})
+
 _CONVERT: dict[str, Callable[[Sequence[Any]], Iterable[str]]] = {
     "text": lambda col: col,
+    "text[]": lambda col: col,
+    "jsonb": lambda col: col,
     "uuid": _uuid,
     "int2": lambda col: map(str, col),
     "int4": lambda col: map(str, col),
@@ -342,7 +347,7 @@ _CONVERT: dict[str, Callable[[Sequence[Any]], Iterable[str]]] = {
 def _columns_text(columns: Sequence[Sequence[Any]], types: Sequence[str]) -> list[Iterable[str]]:
     """Every column as COPY text values (text columns escaped when any value needs it)."""
     cols = list(columns)
-    texts = [i for i, t in enumerate(types) if t == "text"]
+    texts = [i for i, t in enumerate(types) if t in _TEXT_TYPES]
     joined = "".join(chain.from_iterable(cols[i] for i in texts))
     if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
         for i in texts:
@@ -403,7 +408,7 @@ CREDIT_COPY_COLS: list[Column] = [
 
 # Types whose values `%s` formats as COPY text accepts them (booleans as True/False, floats by repr, UUIDs in
 # their canonical form); bytea and the nullable dates need their own conversion.
-_PLAIN_TYPES = frozenset({"text", "uuid", "int2", "int4", "int8", "float8", "bool"})
+_PLAIN_TYPES = frozenset({"text", "text[]", "jsonb", "uuid", "int2", "int4", "int8", "float8", "bool"})
 
 
 def _plain_lines(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:

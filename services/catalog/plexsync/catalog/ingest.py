@@ -2,7 +2,9 @@
 
 Nothing here talks to the database. `prepare_batch` checks the cheap request-level rules for every item and
 computes its content hash; `flatten_items` validates the items that must be written (new or changed) and
-turns them into row tuples per table, which `writer` sends to PostgreSQL as arrays.
+turns them into row tuples per table, which `writer` sends to PostgreSQL as arrays. An item's value lists
+(genres and the other tags, guids, artwork) are columns of its row: PostgreSQL array and JSON literals made by
+`text_array`, `guid_list` and `artwork_list`, the same for both flattening paths.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from plexsync.catalog.models import TAG_COUNTRY, TAG_GENRE, TAG_LABEL, TAG_NETWORK, TAG_STUDIO
 from plexsync.common.errors import FieldViolation, InvalidArgumentError
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -180,10 +182,7 @@ class Rows:
     """Row tuples per table for the items being written (item id first in every child row)."""
 
     items: list[tuple[Any, ...]] = field(default_factory=list)
-    tags: list[tuple[Any, ...]] = field(default_factory=list)
     credits: list[tuple[Any, ...]] = field(default_factory=list)  # person key (name, tag id) in place of id
-    guids: list[tuple[Any, ...]] = field(default_factory=list)
-    artwork: list[tuple[Any, ...]] = field(default_factory=list)
     versions: list[tuple[Any, ...]] = field(default_factory=list)
     parts: list[tuple[Any, ...]] = field(default_factory=list)
     streams: list[tuple[Any, ...]] = field(default_factory=list)
@@ -243,16 +242,44 @@ class Checker:
         seen.add(value)
 
 
-def _tag_list(chk: Checker, values: Any, path: str, item_id: ItemId, kind: int, rows: list[tuple[Any, ...]]) -> str:
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal: every value quoted, quotes and backslashes in values escaped."""
+    if not values:
+        return "{}"
+    raw = "".join(values)
+    if '"' in raw or "\\" in raw:
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + '","'.join(values) + '"}'
+
+
+def guid_list(guids: Sequence[tuple[str, str, str]]) -> str:
+    """The JSON of an item's guids column from (uri, provider, external_id)."""
+    return orjson.dumps([{"uri": u, "provider": p, "external_id": e} for u, p, e in guids]).decode()
+
+
+def artwork_entry(kind: int, url: str, source: str, updated_at: Timestamp) -> dict[str, Any]:
+    """One element of an item's artwork column (the shape of collections' artwork, plus sub-second time)."""
+    entry: dict[str, Any] = {"kind": kind, "url": url, "source": source, "updated_at": updated_at.seconds or None}
+    if updated_at.nanos:
+        entry["updated_at"] = updated_at.seconds
+        entry["updated_nanos"] = updated_at.nanos
+    return entry
+
+
+def json_list(entries: list[dict[str, Any]]) -> str:
+    return orjson.dumps(entries).decode() if entries else "[]"
+
+
+def _tag_list(chk: Checker, values: Any, path: str) -> list[str]:
+    """The distinct values of a tag list in order, each checked."""
     if len(values) > MAX_LIST:
         chk.add(path, f"at most {MAX_LIST} values")
-        return ""
+        return []
     unique = list(dict.fromkeys(values))
-    for j, value in enumerate(unique):
+    for value in unique:
         if not value or len(value) > MAX_SHORT or "\x00" in value:
             chk.text(value, path, f"[{list(values).index(value)}]", MAX_SHORT, required=True)
-        rows.append((item_id, kind, value, j))
-    return " ".join(unique) if kind == TAG_GENRE else ""
+    return unique
 
 
 _ITEM_TITLES = ("title", "sort_title", "original_title", "tagline")
@@ -293,16 +320,11 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
     duration_ms = to_ms(it.duration)
     chk.non_negative(duration_ms, p, ".duration")
 
-    tags = rows.tags
-    genres = _tag_list(chk, it.genres, f"{p}.genres", item_id, TAG_GENRE, tags) if it.genres else ""
-    if it.studios:
-        _tag_list(chk, it.studios, f"{p}.studios", item_id, TAG_STUDIO, tags)
-    if it.labels:
-        _tag_list(chk, it.labels, f"{p}.labels", item_id, TAG_LABEL, tags)
-    if it.countries:
-        _tag_list(chk, it.countries, f"{p}.countries", item_id, TAG_COUNTRY, tags)
-    if it.networks:
-        _tag_list(chk, it.networks, f"{p}.networks", item_id, TAG_NETWORK, tags)
+    genres = _tag_list(chk, it.genres, f"{p}.genres") if it.genres else []
+    studios = _tag_list(chk, it.studios, f"{p}.studios") if it.studios else []
+    labels = _tag_list(chk, it.labels, f"{p}.labels") if it.labels else []
+    countries = _tag_list(chk, it.countries, f"{p}.countries") if it.countries else []
+    networks = _tag_list(chk, it.networks, f"{p}.networks") if it.networks else []
 
     people: list[str] = []
     credit_keys: set[tuple[int, str, int]] = set()
@@ -327,29 +349,25 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
         people.append(name)
         credits_append((item_id, c.role, (name, c.plex_tag_id), c.order, character, thumb))
 
-    uris: set[str] = set()
+    guids: dict[str, tuple[str, str, str]] = {}
     for j, g in enumerate(it.guids):
         uri = g.uri
         gp = f"{p}.guids[{j}]"
         chk.text(uri, gp, ".uri", MAX_URL, required=True)
         chk.text(g.provider, gp, ".provider", MAX_SHORT)
         chk.text(g.external_id, gp, ".external_id", MAX_URL)
-        if uri in uris:
-            continue
-        uris.add(uri)
-        provider, _, ext = uri.partition("://")
-        rows.guids.append((item_id, uri, g.provider or provider, g.external_id or ext, j))
+        if uri not in guids:  # the first of a repeated URI wins
+            provider, _, ext = uri.partition("://")
+            guids[uri] = (uri, g.provider or provider, g.external_id or ext)
 
-    art_keys: set[tuple[int, str]] = set()
+    artwork: dict[tuple[int, str], dict[str, Any]] = {}
     for j, a in enumerate(it.artwork):
         ap = f"{p}.artwork[{j}]"
         chk.enum(a.kind, ARTWORK_KINDS, ap, ".kind", "artwork kind")
         url = chk.text(a.url, ap, ".url", MAX_URL, required=True)
         chk.text(a.source, ap, ".source", MAX_SHORT)
-        if (a.kind, url) in art_keys:
-            continue
-        art_keys.add((a.kind, url))
-        rows.artwork.append((item_id, a.kind, url, a.source, to_datetime(a.updated_at), j))
+        if (a.kind, url) not in artwork:
+            artwork[a.kind, url] = artwork_entry(a.kind, url, a.source, a.updated_at)
 
     media_ids: set[int] = set()
     streams_append = rows.streams.append
@@ -427,7 +445,9 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
             title, sort_title, original_title, it.plot, it.tagline, it.year, release, it.content_rating, it.index,
             it.parent_index, duration_ms, it.rating, it.audience_rating, it.child_count, it.leaf_count, it.plex_guid,
             to_datetime(it.plex_added_at), to_datetime(it.plex_updated_at),
-            search_title.casefold(), " ".join(people).casefold(), genres.casefold(),
+            search_title.casefold(), " ".join(people).casefold(), " ".join(genres).casefold(),
+            text_array(genres), text_array(studios), text_array(labels), text_array(countries),
+            text_array(networks), guid_list(list(guids.values())), json_list(list(artwork.values())),
         )
     )  # fmt: skip
 

@@ -2,6 +2,9 @@
 
 Enums are stored as the proto enum numbers (smallint). Relationship tables of an item are keyed by the item
 and a natural key (Plex ids, names, URIs), so WriteItems can diff them set-wise without surrogate-id lookups.
+An item's short value lists (genres, studios, labels, countries, networks, guids, artwork) are columns of the
+item itself: they have no identity of their own, are always read and written with their item, and as rows
+they cost a new item more than the item row (see migration 0004).
 """
 
 from __future__ import annotations
@@ -34,13 +37,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA = "catalog"
 
-# Tag kinds of item_tags.
-TAG_STUDIO = 1
-TAG_GENRE = 2
-TAG_LABEL = 3
-TAG_COUNTRY = 4
-TAG_NETWORK = 5
-
 # Entities recorded in scan_seen.
 SEEN_ITEM = 0
 SEEN_COLLECTION = 1
@@ -62,6 +58,14 @@ def _now() -> Mapped[datetime]:
 
 def _txt() -> Mapped[str]:
     return mapped_column(Text, nullable=False, server_default="")
+
+
+def _texts() -> Mapped[list[str]]:
+    return mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+
+
+def _json_list() -> Mapped[list[dict[str, Any]]]:
+    return mapped_column(JSONB, nullable=False, server_default="[]")
 
 
 def _int(big: bool = False) -> Mapped[int]:
@@ -153,6 +157,8 @@ class Item(Base):
         Index("ix_items_library_id_updated_at_id", "library_id", "updated_at", "id"),
         Index("ix_items_updated_at_id", "updated_at", "id"),
         Index("ix_items_search_vector", "search_vector", postgresql_using="gin"),
+        # Shows with networks only (ListNetworks counts them); movies and episodes have none.
+        Index("ix_items_with_networks", "library_id", postgresql_where=text("networks <> '{}'::text[]")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -191,11 +197,17 @@ class Item(Base):
     search_people: Mapped[str] = _txt()
     search_genres: Mapped[str] = _txt()
     search_vector: Mapped[Any] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True))
+    # Value lists in their order (duplicates dropped). guids: [{"uri", "provider", "external_id"}]; artwork:
+    # [{"kind", "url", "source", "updated_at": epoch seconds or null, "updated_nanos": only when not 0}].
+    genres: Mapped[list[str]] = _texts()
+    studios: Mapped[list[str]] = _texts()
+    labels: Mapped[list[str]] = _texts()
+    countries: Mapped[list[str]] = _texts()
+    networks: Mapped[list[str]] = _texts()
+    guids: Mapped[list[dict[str, Any]]] = _json_list()
+    artwork: Mapped[list[dict[str, Any]]] = _json_list()
 
-    tags: Mapped[list[ItemTag]] = _children("ItemTag")
     credits: Mapped[list[Credit]] = _children("Credit")
-    guids: Mapped[list[ItemGuid]] = _children("ItemGuid")
-    artwork: Mapped[list[Artwork]] = _children("Artwork")
     media: Mapped[list[MediaVersion]] = _children("MediaVersion")
     chapters: Mapped[list[Chapter]] = _children("Chapter")
 
@@ -205,19 +217,6 @@ def _item_fk() -> Mapped[uuid.UUID]:
     # their item, and items are never deleted (FILE_NOT_FOUND keeps them); per-row RI triggers would cost more
     # than the whole COPY of a batch. See services/catalog/README.md.
     return mapped_column(UUID(as_uuid=True), primary_key=True)
-
-
-class ItemTag(Base):
-    """Studios, genres, labels, countries and networks of an item (kind = TAG_*)."""
-
-    __tablename__ = "item_tags"
-    # Networks are listed with show counts (ListNetworks); other tag kinds are only read per item.
-    __table_args__ = (Index("ix_item_tags_network_name", "name", postgresql_where=text("kind = 5")),)
-
-    item_id: Mapped[uuid.UUID] = _item_fk()
-    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    name: Mapped[str] = mapped_column(Text, primary_key=True)
-    position: Mapped[int] = _int()
 
 
 class Person(Base):
@@ -241,27 +240,6 @@ class Credit(Base):
     thumb_url: Mapped[str] = _txt()
 
     person: Mapped[Person] = relationship(primaryjoin="foreign(Credit.person_id) == Person.id", lazy="raise")
-
-
-class ItemGuid(Base):
-    __tablename__ = "item_guids"
-
-    item_id: Mapped[uuid.UUID] = _item_fk()
-    uri: Mapped[str] = mapped_column(Text, primary_key=True)
-    provider: Mapped[str] = _txt()
-    external_id: Mapped[str] = _txt()
-    position: Mapped[int] = _int()
-
-
-class Artwork(Base):
-    __tablename__ = "artwork"
-
-    item_id: Mapped[uuid.UUID] = _item_fk()
-    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    url: Mapped[str] = mapped_column(Text, primary_key=True)
-    source: Mapped[str] = _txt()
-    source_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    position: Mapped[int] = _int()
 
 
 class MediaVersion(Base):

@@ -13,7 +13,6 @@ import psycopg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.catalog import ingest
-from plexsync.catalog.models import TAG_COUNTRY, TAG_GENRE, TAG_LABEL, TAG_NETWORK, TAG_STUDIO
 from plexsync.catalog.store import Store
 from plexsync.common import pagination
 from plexsync.common.errors import FieldViolation, InvalidArgumentError, NotFoundError
@@ -464,15 +463,23 @@ class Repository:
         self, cur: psycopg.AsyncCursor[Any], items: list[common_pb2.Item], ids: list[uuid.UUID]
     ) -> None:
         by_id = {iid: item for iid, item in zip(ids, items, strict=True)}
-        tag_fields = {
-            TAG_STUDIO: "studios", TAG_GENRE: "genres", TAG_LABEL: "labels", TAG_COUNTRY: "countries",
-            TAG_NETWORK: "networks",
-        }  # fmt: skip
         await cur.execute(
-            "SELECT item_id, kind, name FROM item_tags WHERE item_id = ANY(%s) ORDER BY item_id, kind, position", (ids,)
+            "SELECT id, studios, genres, labels, countries, networks, guids, artwork FROM items WHERE id = ANY(%s)",
+            (ids,),
         )
-        for iid, kind, name in await cur.fetchall():
-            getattr(by_id[iid], tag_fields[kind]).append(name)
+        for r in await cur.fetchall():
+            item = by_id[r[0]]
+            item.studios.extend(r[1])
+            item.genres.extend(r[2])
+            item.labels.extend(r[3])
+            item.countries.extend(r[4])
+            item.networks.extend(r[5])
+            for g in r[6]:
+                item.guids.add(uri=g["uri"], provider=g["provider"], external_id=g["external_id"])
+            for a in r[7]:
+                seconds = a["updated_at"]
+                updated = None if seconds is None else Timestamp(seconds=seconds, nanos=a.get("updated_nanos", 0))
+                item.artwork.add(kind=a["kind"], url=a["url"], source=a["source"], **_opt(updated_at=updated))
         await cur.execute(
             "SELECT c.item_id, c.role, p.name, c.character, c.position, c.thumb_url, p.plex_tag_id FROM credits c "
             "JOIN people p ON p.id = c.person_id WHERE c.item_id = ANY(%s) ORDER BY c.item_id, c.role, c.position",
@@ -480,20 +487,6 @@ class Repository:
         )
         for r in await cur.fetchall():
             by_id[r[0]].credits.add(role=r[1], name=r[2], character=r[3], order=r[4], thumb_url=r[5], plex_tag_id=r[6])
-        await cur.execute(
-            "SELECT item_id, uri, provider, external_id FROM item_guids WHERE item_id = ANY(%s) "
-            "ORDER BY item_id, position",
-            (ids,),
-        )
-        for r in await cur.fetchall():
-            by_id[r[0]].guids.add(uri=r[1], provider=r[2], external_id=r[3])
-        await cur.execute(
-            "SELECT item_id, kind, url, source, source_updated_at FROM artwork WHERE item_id = ANY(%s) "
-            "ORDER BY item_id, position",
-            (ids,),
-        )
-        for r in await cur.fetchall():
-            by_id[r[0]].artwork.add(kind=r[1], url=r[2], source=r[3], **_opt(updated_at=_ts(r[4])))
         await cur.execute(
             "SELECT item_id, plex_media_id, duration_ms, bitrate, width, height, aspect_ratio, audio_channels, "
             "audio_codec, video_codec, video_resolution, container, video_frame_rate, video_profile "
@@ -678,24 +671,24 @@ class Repository:
         lid = ingest.parse_uuid(req.library_id, "library_id", required=False)
         fp = pagination.filters_fingerprint("networks", lid)
         after = pagination.decode_token(req.page_token, fp)
-        params: dict[str, Any] = {"lib": lid, "limit": size + 1, "kind": TAG_NETWORK, "show": common_pb2.ITEM_KIND_SHOW}
+        params: dict[str, Any] = {"lib": lid, "limit": size + 1, "show": common_pb2.ITEM_KIND_SHOW}
         having = ""
         if after:
             if len(after) != 2 or not isinstance(after[0], str):
                 raise InvalidArgumentError.single("page_token", "is not a token returned by ListNetworks")
             params["after_name"] = after[0]
             params["after_lib"] = _token_uuid(after[1])
-            having = " HAVING (t.name, i.library_id) > (%(after_name)s, %(after_lib)s)"
+            having = " HAVING (n.name, i.library_id) > (%(after_name)s, %(after_lib)s)"
         async with self.store.cursor() as cur:
             if lid is not None:
                 await self._library_row(cur, lid)
             await cur.execute(
-                "SELECT t.name, i.library_id, count(*) FROM item_tags t JOIN items i ON i.id = t.item_id "
-                "WHERE t.kind = %(kind)s AND i.kind = %(show)s AND i.missing_since IS NULL"
+                "SELECT n.name, i.library_id, count(*) FROM items i CROSS JOIN LATERAL unnest(i.networks) AS n(name) "
+                "WHERE i.networks <> '{}'::text[] AND i.kind = %(show)s AND i.missing_since IS NULL"
                 + (" AND i.library_id = %(lib)s" if lid is not None else "")
-                + " GROUP BY t.name, i.library_id"
+                + " GROUP BY n.name, i.library_id"
                 + having
-                + " ORDER BY t.name, i.library_id LIMIT %(limit)s",
+                + " ORDER BY n.name, i.library_id LIMIT %(limit)s",
                 params,
             )
             rows = await cur.fetchall()

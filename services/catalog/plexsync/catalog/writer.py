@@ -47,19 +47,13 @@ ITEM_COLS: list[Column] = [
     ("content_rating", "text"), ("index", "int4"), ("parent_index", "int4"), ("duration_ms", "int8"),
     ("rating", "float8"), ("audience_rating", "float8"), ("child_count", "int4"), ("leaf_count", "int4"),
     ("plex_guid", "text"), ("plex_added_at", "timestamptz"), ("plex_updated_at", "timestamptz"),
-    ("search_title", "text"), ("search_people", "text"), ("search_genres", "text"),
+    ("search_title", "text"), ("search_people", "text"), ("search_genres", "text"), ("genres", "text[]"),
+    ("studios", "text[]"), ("labels", "text[]"), ("countries", "text[]"), ("networks", "text[]"), ("guids", "jsonb"),
+    ("artwork", "jsonb"),
 ]  # fmt: skip
-TAG_COLS: list[Column] = [("item_id", "uuid"), ("kind", "int2"), ("name", "text"), ("position", "int4")]
 CREDIT_COLS: list[Column] = [
     ("item_id", "uuid"), ("role", "int2"), ("person_id", "int8"), ("position", "int4"), ("character", "text"),
     ("thumb_url", "text"),
-]  # fmt: skip
-GUID_COLS: list[Column] = [
-    ("item_id", "uuid"), ("uri", "text"), ("provider", "text"), ("external_id", "text"), ("position", "int4"),
-]  # fmt: skip
-ARTWORK_COLS: list[Column] = [
-    ("item_id", "uuid"), ("kind", "int2"), ("url", "text"), ("source", "text"), ("source_updated_at", "timestamptz"),
-    ("position", "int4"),
 ]  # fmt: skip
 VERSION_COLS: list[Column] = [
     ("item_id", "uuid"), ("plex_media_id", "int8"), ("position", "int4"), ("duration_ms", "int8"),
@@ -86,10 +80,7 @@ CHAPTER_COLS: list[Column] = [
 
 # (table, columns, natural key (prefix of columns), Rows attribute); parents before children.
 CHILD_TABLES: list[tuple[str, list[Column], int, str]] = [
-    ("item_tags", TAG_COLS, 3, "tags"),
     ("credits", CREDIT_COLS, 3, "credits"),
-    ("item_guids", GUID_COLS, 2, "guids"),
-    ("artwork", ARTWORK_COLS, 3, "artwork"),
     ("media_versions", VERSION_COLS, 2, "versions"),
     ("media_parts", PART_COLS, 3, "parts"),
     ("media_streams", STREAM_COLS, 4, "streams"),
@@ -101,11 +92,12 @@ COPY_TABLES: list[tuple[str, list[Column], str]] = [("items", ITEM_COLS, "items"
     (table, cols, attr) for table, cols, _, attr in CHILD_TABLES if attr != "credits"
 ]
 
+# Array and JSON columns travel as their literals (an array of arrays cannot be unnested into rows).
 _ITEM_UPDATE = (
     "UPDATE items SET "
-    + ", ".join(f'"{c}" = u."{c}"' for c, _ in ITEM_COLS[1:])
+    + ", ".join(f'"{c}" = u."{c}"' + (f"::{t}" if t in ("text[]", "jsonb") else "") for c, t in ITEM_COLS[1:])
     + ", missing_since = NULL, updated_at = now(), last_seen_at = now() FROM unnest("
-    + ", ".join(f"%b::{t}[]" for _, t in ITEM_COLS)
+    + ", ".join(f"%b::{'text' if t in ('text[]', 'jsonb') else t}[]" for _, t in ITEM_COLS)
     + ") AS u("
     + ", ".join(f'"{c}"' for c, _ in ITEM_COLS)
     + ") WHERE items.id = u.id"
