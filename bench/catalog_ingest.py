@@ -37,6 +37,7 @@ import psutil
 import psycopg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from plexsync.catalog.ingest import search_vector
 from plexsync.catalog.models import (
     Credit,
     Item,
@@ -222,7 +223,9 @@ def orm_item(library_id: uuid.UUID, m: common_pb2.Item, people: dict[tuple[str, 
         year=m.year, content_rating=m.content_rating, duration_ms=m.duration.ToMilliseconds(), rating=m.rating,
         audience_rating=m.audience_rating, plex_guid=m.plex_guid, plex_added_at=ts(m.plex_added_at),
         plex_updated_at=ts(m.plex_updated_at), search_title=m.title.casefold(),
-        search_people=" ".join(c.name for c in m.credits).casefold(), search_genres=" ".join(m.genres).casefold(),
+        search_vector=search_vector(
+            m.title.casefold(), " ".join(c.name for c in m.credits).casefold(), " ".join(m.genres).casefold()
+        ),
         genres=list(m.genres), studios=list(m.studios), countries=list(m.countries),
         guids=[{"uri": g.uri, "provider": g.provider, "external_id": g.external_id} for g in m.guids],
         artwork=[{"kind": a.kind, "url": a.url, "source": a.source, "updated_at": a.updated_at.seconds or None}

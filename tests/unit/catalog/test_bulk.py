@@ -90,6 +90,13 @@ def mutations() -> list[tuple[str, Callable[[common_pb2.Item], None]]]:
     ]  # fmt: skip
 
 
+def test_item_column_positions_match_the_writer() -> None:
+    names = [name for name, _ in ITEM_COLS]
+    assert bulk.ITEM_WIDTH == len(names)
+    assert names[bulk.ITEM_TAG_LISTS] == ["genres", "studios", "labels", "countries", "networks"]
+    assert (names[bulk.ITEM_GUIDS], names[bulk.ITEM_ARTWORK]) == ("guids", "artwork")
+
+
 @pytest.mark.parametrize("name,mutate", mutations(), ids=[n for n, _ in mutations()])
 def test_same_verdict_as_the_exact_path(name: str, mutate: Callable[[common_pb2.Item], None]) -> None:
     bad = movie("5", versions=2)

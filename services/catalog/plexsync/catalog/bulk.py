@@ -47,6 +47,7 @@ from plexsync.catalog.ingest import (
     ItemId,
     Rows,
     artwork_entry,
+    search_vector,
     text_array,
     to_datetime,
 )
@@ -181,20 +182,24 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
                 return None
         title, sort_title, original_title = it.title, it.sort_title, it.original_title
         search_title = " ".join(t for t in (title, original_title, sort_title if sort_title != title else "") if t)
+        folded = search_title.casefold()
         items_append(
             (
                 item_id, library_id, it.kind, it.rating_key, it.parent_rating_key, it.etag, inc.state, inc.digest,
                 title, sort_title, original_title, it.plot, it.tagline, it.year, release, it.content_rating,
                 it.index, it.parent_index, _ms(it.duration), it.rating, it.audience_rating, it.child_count,
                 it.leaf_count, it.plex_guid, to_datetime(it.plex_added_at), to_datetime(it.plex_updated_at),
-                search_title.casefold(), " ".join(people).casefold(), genres.casefold(), *tag_lists,
+                folded, search_vector(folded, " ".join(people).casefold(), genres.casefold()), *tag_lists,
                 orjson.dumps(guids).decode(), orjson.dumps(artwork).decode(),
             )
         )  # fmt: skip
     return rows
 
 
-ITEM_WIDTH = 36  # columns of an item row (writer.ITEM_COLS)
+# Columns of an item row (writer.ITEM_COLS; tests/unit/catalog/test_bulk.py checks these positions).
+ITEM_WIDTH = 35
+ITEM_TAG_LISTS = slice(28, 33)  # genres, studios, labels, countries, networks
+ITEM_GUIDS, ITEM_ARTWORK = 33, 34
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
@@ -257,9 +262,20 @@ def columns_ok(rows: Rows, transposed: Transposed | None = None, *, check_nul: b
     if not _non_negative(it[16], it[17], it[18], it[19], it[20], it[21], it[22]):
         return False
     # Guid and artwork JSON shows a NUL as an escape; the raw texts it came from are not kept.
-    if "\\u0000" in "".join(chain(it[34], it[35])):
+    if "\\u0000" in "".join(chain(it[ITEM_GUIDS], it[ITEM_ARTWORK])):
         return False
-    texts: list[Sequence[str]] = [it[4], it[5], it[8], it[9], it[10], it[11], it[12], it[15], it[23], *it[29:34]]
+    texts: list[Sequence[str]] = [
+        it[4],
+        it[5],
+        it[8],
+        it[9],
+        it[10],
+        it[11],
+        it[12],
+        it[15],
+        it[23],
+        *it[ITEM_TAG_LISTS],
+    ]
 
     cr = tr.get("credits", 6)
     if cr[0]:
@@ -326,12 +342,13 @@ def _nullable(convert: Callable[[Any], str]) -> Callable[[Sequence[Any]], Iterab
 
 
 # Types whose values are already text (array and JSON literals included): escaped for COPY when needed.
-_TEXT_TYPES = frozenset({"text", "text[]", "jsonb"})
+_TEXT_TYPES = frozenset({"text", "text[]", "jsonb", "tsvector"})
 
 _CONVERT: dict[str, Callable[[Sequence[Any]], Iterable[str]]] = {
     "text": lambda col: col,
     "text[]": lambda col: col,
     "jsonb": lambda col: col,
+    "tsvector": lambda col: col,
     "uuid": _uuid,
     "int2": lambda col: map(str, col),
     "int4": lambda col: map(str, col),
@@ -408,7 +425,7 @@ CREDIT_COPY_COLS: list[Column] = [
 
 # Types whose values `%s` formats as COPY text accepts them (booleans as True/False, floats by repr, UUIDs in
 # their canonical form); bytea and the nullable dates need their own conversion.
-_PLAIN_TYPES = frozenset({"text", "text[]", "jsonb", "uuid", "int2", "int4", "int8", "float8", "bool"})
+_PLAIN_TYPES = frozenset({"text", "text[]", "jsonb", "tsvector", "uuid", "int2", "int4", "int8", "float8", "bool"})
 
 
 def _plain_lines(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -252,6 +253,45 @@ def text_array(values: Sequence[str]) -> str:
     return '{"' + '","'.join(values) + '"}'
 
 
+# Search words: runs of letters, digits and underscores of case-folded text, the same rule for item texts here
+# and for queries (repository.search), so what is stored is what a query can find.
+SEARCH_WORDS = re.compile(r"\w+")
+MAX_LEXEME_CHARS = 511  # a longer word may reach PostgreSQL's 2,047-byte lexeme limit (4 bytes per character)
+_VECTOR_TEMPLATES: dict[tuple[int, int, int], str] = {}
+
+
+def search_words(text: str) -> list[str]:
+    """The search words of case-folded text (plain words split on spaces without the regular expression)."""
+    if text.replace(" ", "").isalnum():  # str.isalnum is what \w matches, less the underscore
+        return text.split()
+    return SEARCH_WORDS.findall(text)
+
+
+def search_vector(title: str, people: str, genres: str) -> str:
+    """The `tsvector` literal of an item's case-folded title, people and genre texts: every word a lexeme at
+    its position, weighted A (title), B (people), C (genres), as `setweight(to_tsvector('simple', ...))` of
+    each concatenated would, but split by `search_words` (computed here, where the words are at hand, instead
+    of by PostgreSQL's text-search parser for each new item). Words cannot hold quotes or backslashes."""
+    a, b, c = search_words(title), search_words(people), search_words(genres)
+    words = a + b + c
+    if words and max(map(len, words)) > MAX_LEXEME_CHARS:  # to_tsvector skips such words too
+        a, b, c = _indexable(a), _indexable(b), _indexable(c)
+        words = a + b + c
+    key = (len(a), len(b), len(c))
+    template = _VECTOR_TEMPLATES.get(key)
+    if template is None:
+        weights = "A" * len(a) + "B" * len(b) + "C" * len(c)
+        # Positions beyond 16,383 are what PostgreSQL would clamp them to anyway.
+        template = " ".join(f"'%s':{min(n, 16383)}{w}" for n, w in enumerate(weights, 1))
+        if len(_VECTOR_TEMPLATES) < 4096:
+            _VECTOR_TEMPLATES[key] = template
+    return template % tuple(words)
+
+
+def _indexable(words: list[str]) -> list[str]:
+    return [w for w in words if len(w) <= MAX_LEXEME_CHARS or len(w.encode()) < 2047]
+
+
 def guid_list(guids: Sequence[tuple[str, str, str]]) -> str:
     """The JSON of an item's guids column from (uri, provider, external_id)."""
     return orjson.dumps([{"uri": u, "provider": p, "external_id": e} for u, p, e in guids]).decode()
@@ -445,7 +485,8 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
             title, sort_title, original_title, it.plot, it.tagline, it.year, release, it.content_rating, it.index,
             it.parent_index, duration_ms, it.rating, it.audience_rating, it.child_count, it.leaf_count, it.plex_guid,
             to_datetime(it.plex_added_at), to_datetime(it.plex_updated_at),
-            search_title.casefold(), " ".join(people).casefold(), " ".join(genres).casefold(),
+            search_title.casefold(),
+            search_vector(search_title.casefold(), " ".join(people).casefold(), " ".join(genres).casefold()),
             text_array(genres), text_array(studios), text_array(labels), text_array(countries),
             text_array(networks), guid_list(list(guids.values())), json_list(list(artwork.values())),
         )

@@ -17,7 +17,6 @@ from plexsync.common.db import schema_metadata
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Computed,
     Date,
     DateTime,
     Double,
@@ -40,12 +39,6 @@ SCHEMA = "catalog"
 # Entities recorded in scan_seen.
 SEEN_ITEM = 0
 SEEN_COLLECTION = 1
-
-SEARCH_VECTOR_SQL = (
-    "setweight(to_tsvector('simple'::regconfig, search_title), 'A') || "
-    "setweight(to_tsvector('simple'::regconfig, search_people), 'B') || "
-    "setweight(to_tsvector('simple'::regconfig, search_genres), 'C')"
-)
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
@@ -192,11 +185,10 @@ class Item(Base):
     first_seen_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
-    # Case-folded search texts; the tsvector below is generated from them.
+    # Case-folded titles (exact-title rank and substring search) and the item's words for ranked full-text
+    # search: title (weight A), people (B), genres (C), made by ingest.search_vector.
     search_title: Mapped[str] = _txt()
-    search_people: Mapped[str] = _txt()
-    search_genres: Mapped[str] = _txt()
-    search_vector: Mapped[Any] = mapped_column(TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True))
+    search_vector: Mapped[Any] = mapped_column(TSVECTOR, nullable=False, server_default=text("''::tsvector"))
     # Value lists in their order (duplicates dropped). guids: [{"uri", "provider", "external_id"}]; artwork:
     # [{"kind", "url", "source", "updated_at": epoch seconds or null, "updated_nanos": only when not 0}].
     genres: Mapped[list[str]] = _texts()

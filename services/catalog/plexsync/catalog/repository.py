@@ -26,7 +26,6 @@ MAX_REFRESH_SECONDS = 366 * 24 * 3600
 MAX_PATH_RULES = 500
 MAX_QUERY = 500
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:[\\/]")
-_WORDS = re.compile(r"\w+")
 
 
 def _ts(value: datetime | None) -> Timestamp | None:
@@ -542,7 +541,7 @@ class Repository:
             raise InvalidArgumentError.single("query", "is required")
         if len(text) > MAX_QUERY:
             raise InvalidArgumentError.single("query", f"must be at most {MAX_QUERY} characters")
-        words = _WORDS.findall(text.casefold())
+        words = ingest.search_words(text.casefold())
         if not words:
             raise InvalidArgumentError.single("query", "must contain at least one letter or digit")
         size = pagination.page_size(req.page_size, default=25, maximum=200)
@@ -556,7 +555,9 @@ class Repository:
         offset = _token_int(after[0]) if after else 0
         folded = " ".join(words)
         params: dict[str, Any] = {
-            "tsq": " & ".join(f"{w}:*" for w in words),
+            # A tsquery literal of the same words the writer stored (ingest.search_vector); they cannot hold
+            # quotes or backslashes. Each word matches as a prefix.
+            "tsq": " & ".join(f"'{w}':*" for w in words),
             "folded": folded,
             "like": "%" + folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
             "lib": lid,
@@ -573,17 +574,17 @@ class Repository:
         # when it finds nothing, a substring match on titles (catches words inside unsegmented scripts, e.g.
         # part of a Japanese title) ranked by position.
         matched = (
-            "to_tsvector('simple', i.search_title) @@ q.q OR i.search_title LIKE %(like)s, "
-            "to_tsvector('simple', i.search_people) @@ q.q, to_tsvector('simple', i.search_genres) @@ q.q"
+            "ts_filter(i.search_vector, '{a}') @@ q.q OR i.search_title LIKE %(like)s, "
+            "ts_filter(i.search_vector, '{b}') @@ q.q, ts_filter(i.search_vector, '{c}') @@ q.q"
         )
         ranked = (
-            "WITH q AS (SELECT to_tsquery('simple', %(tsq)s) AS q) "
+            "WITH q AS (SELECT %(tsq)s::tsquery AS q) "
             "SELECT i.id, (ts_rank(i.search_vector, q.q) + CASE WHEN i.search_title = %(folded)s THEN 1 ELSE 0 END"
             ")::float8 AS score, " + matched + " FROM items i, q WHERE i.search_vector @@ q.q" + filters
             + " ORDER BY score DESC, i.id LIMIT %(limit)s OFFSET %(offset)s"
         )  # fmt: skip
         substring = (
-            "WITH q AS (SELECT to_tsquery('simple', %(tsq)s) AS q) "
+            "WITH q AS (SELECT %(tsq)s::tsquery AS q) "
             "SELECT i.id, (0.5 / (1 + strpos(i.search_title, %(folded)s)))::float8 AS score, " + matched
             + " FROM items i, q WHERE i.search_title LIKE %(like)s" + filters
             + " ORDER BY score DESC, i.id LIMIT %(limit)s OFFSET %(offset)s"

@@ -47,9 +47,8 @@ ITEM_COLS: list[Column] = [
     ("content_rating", "text"), ("index", "int4"), ("parent_index", "int4"), ("duration_ms", "int8"),
     ("rating", "float8"), ("audience_rating", "float8"), ("child_count", "int4"), ("leaf_count", "int4"),
     ("plex_guid", "text"), ("plex_added_at", "timestamptz"), ("plex_updated_at", "timestamptz"),
-    ("search_title", "text"), ("search_people", "text"), ("search_genres", "text"), ("genres", "text[]"),
-    ("studios", "text[]"), ("labels", "text[]"), ("countries", "text[]"), ("networks", "text[]"), ("guids", "jsonb"),
-    ("artwork", "jsonb"),
+    ("search_title", "text"), ("search_vector", "tsvector"), ("genres", "text[]"), ("studios", "text[]"),
+    ("labels", "text[]"), ("countries", "text[]"), ("networks", "text[]"), ("guids", "jsonb"), ("artwork", "jsonb"),
 ]  # fmt: skip
 CREDIT_COLS: list[Column] = [
     ("item_id", "uuid"), ("role", "int2"), ("person_id", "int8"), ("position", "int4"), ("character", "text"),
@@ -92,12 +91,13 @@ COPY_TABLES: list[tuple[str, list[Column], str]] = [("items", ITEM_COLS, "items"
     (table, cols, attr) for table, cols, _, attr in CHILD_TABLES if attr != "credits"
 ]
 
-# Array and JSON columns travel as their literals (an array of arrays cannot be unnested into rows).
+# Array, JSON and tsvector columns travel as their literals (an array of arrays cannot be unnested into rows).
+_LITERAL_TYPES = ("text[]", "jsonb", "tsvector")
 _ITEM_UPDATE = (
     "UPDATE items SET "
-    + ", ".join(f'"{c}" = u."{c}"' + (f"::{t}" if t in ("text[]", "jsonb") else "") for c, t in ITEM_COLS[1:])
+    + ", ".join(f'"{c}" = u."{c}"' + (f"::{t}" if t in _LITERAL_TYPES else "") for c, t in ITEM_COLS[1:])
     + ", missing_since = NULL, updated_at = now(), last_seen_at = now() FROM unnest("
-    + ", ".join(f"%b::{'text' if t in ('text[]', 'jsonb') else t}[]" for _, t in ITEM_COLS)
+    + ", ".join(f"%b::{'text' if t in _LITERAL_TYPES else t}[]" for _, t in ITEM_COLS)
     + ") AS u("
     + ", ".join(f'"{c}"' for c, _ in ITEM_COLS)
     + ") WHERE items.id = u.id"
