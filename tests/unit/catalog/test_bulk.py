@@ -92,7 +92,7 @@ def mutations() -> list[tuple[str, Callable[[common_pb2.Item], None]]]:
 
 def test_item_column_positions_match_the_writer() -> None:
     names = [name for name, _ in ITEM_COLS]
-    assert bulk.ITEM_WIDTH == len(names)
+    assert len(names) == bulk.ITEM_WIDTH
     assert names[bulk.ITEM_TAG_LISTS] == ["genres", "studios", "labels", "countries", "networks"]
     assert (names[bulk.ITEM_GUIDS], names[bulk.ITEM_ARTWORK]) == ("guids", "artwork")
 
