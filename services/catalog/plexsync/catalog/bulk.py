@@ -90,7 +90,7 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
         it = inc.item
         tag_lists: list[str] = []
         genres = ""
-        for values in (it.genres, it.studios, it.labels, it.countries, it.networks):
+        for n, values in enumerate((it.genres, it.studios, it.labels, it.countries, it.networks)):
             if values:
                 if len(values) > MAX_LIST:
                     return None
@@ -98,7 +98,7 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
                 if not all(unique) or max(map(len, unique)) > MAX_SHORT:
                     return None
                 tag_lists.append(text_array(unique))
-                if values is it.genres:
+                if n == 0:
                     genres = " ".join(unique)
             else:
                 tag_lists.append("{}")

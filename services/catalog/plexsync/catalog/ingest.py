@@ -272,10 +272,13 @@ def search_vector(title: str, people: str, genres: str) -> str:
     its position, weighted A (title), B (people), C (genres), as `setweight(to_tsvector('simple', ...))` of
     each concatenated would, but split by `search_words` (computed here, where the words are at hand, instead
     of by PostgreSQL's text-search parser for each new item). Words cannot hold quotes or backslashes."""
-    a, b, c = search_words(title), search_words(people), search_words(genres)
+    if (title + people + genres).replace(" ", "").isalnum():  # plain words: see search_words
+        a, b, c = title.split(), people.split(), genres.split()
+    else:
+        a, b, c = SEARCH_WORDS.findall(title), SEARCH_WORDS.findall(people), SEARCH_WORDS.findall(genres)
     words = a + b + c
-    if words and max(map(len, words)) > MAX_LEXEME_CHARS:  # to_tsvector skips such words too
-        a, b, c = _indexable(a), _indexable(b), _indexable(c)
+    if max(len(title), len(people), len(genres)) > MAX_LEXEME_CHARS and max(map(len, words)) > MAX_LEXEME_CHARS:
+        a, b, c = _indexable(a), _indexable(b), _indexable(c)  # to_tsvector skips such words too
         words = a + b + c
     key = (len(a), len(b), len(c))
     template = _VECTOR_TEMPLATES.get(key)
