@@ -3,8 +3,9 @@
 Nothing here talks to the database. `prepare_batch` checks the cheap request-level rules for every item and
 computes its content hash; `flatten_items` validates the items that must be written (new or changed) and
 turns them into row tuples per table, which `writer` sends to PostgreSQL as arrays. An item's value lists
-(genres and the other tags, guids, artwork) are columns of its row: PostgreSQL array and JSON literals made by
-`text_array`, `guid_list` and `artwork_list`, the same for both flattening paths.
+(genres and the other tags, guids, artwork) and its search vector are columns of its row: PostgreSQL array,
+JSON and `tsvector` literals made by `text_array`, `guid_list`, `artwork_entry` and `search_vector`, the same
+for both flattening paths (`bulk.flatten_fast` builds the same JSON inline).
 """
 
 from __future__ import annotations
