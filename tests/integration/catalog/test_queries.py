@@ -299,6 +299,21 @@ async def test_search_titles_people_genres_and_unicode(catalog: Stub) -> None:
         await expect_error(catalog.SearchItems(request), grpc.StatusCode.INVALID_ARGUMENT, field)
 
 
+async def test_an_item_with_thousands_of_long_names_is_written_and_found(catalog: Stub) -> None:
+    """Valid input whose words would pass PostgreSQL's 1 MB tsvector limit: the vector keeps what fits."""
+    lib = await new_library(catalog)
+    item = movie("1", title="Crowded", credits=0)
+    for i in range(5000):  # 5,000 distinct 245-character words: 1.2 MB of lexemes
+        item.credits.add(role=C.CREDIT_ROLE_ACTOR, name=f"{i:05d}" + "x" * 240, order=i, plex_tag_id=i + 1)
+    item.genres.extend(f"genre{i:04d}" + "y" * 240 for i in range(4000))
+    [ack] = await write(catalog, batch(lib, [item]))
+    assert ack.added == 1
+    reply = await catalog.SearchItems(catalog_pb2.SearchItemsRequest(query="crowded", library_id=lib))
+    assert [r.item.rating_key for r in reply.results] == ["1"]
+    first = await catalog.SearchItems(catalog_pb2.SearchItemsRequest(query="00000" + "x" * 240, library_id=lib))
+    assert [r.matched_fields for r in first.results] == [["people"]]
+
+
 async def test_collections_networks_and_stats(catalog: Stub) -> None:
     lib = await new_library(catalog, C.LIBRARY_KIND_SHOWS)
     shows = [

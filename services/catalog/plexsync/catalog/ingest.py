@@ -258,6 +258,9 @@ def text_array(values: Sequence[str]) -> str:
 # and for queries (repository.search), so what is stored is what a query can find.
 SEARCH_WORDS = re.compile(r"\w+")
 MAX_LEXEME_CHARS = 511  # a longer word may reach PostgreSQL's 2,047-byte lexeme limit (4 bytes per character)
+# People and genre texts beyond this many characters are not indexed: with the title, at most ~800 KB of
+# lexemes, inside PostgreSQL's 1 MB per tsvector (only items with thousands of long names reach it).
+MAX_SEARCH_TEXT = 100_000
 _VECTOR_TEMPLATES: dict[tuple[int, int, int], str] = {}
 
 
@@ -273,6 +276,10 @@ def search_vector(title: str, people: str, genres: str) -> str:
     its position, weighted A (title), B (people), C (genres), as `setweight(to_tsvector('simple', ...))` of
     each concatenated would, but split by `search_words` (computed here, where the words are at hand, instead
     of by PostgreSQL's text-search parser for each new item). Words cannot hold quotes or backslashes."""
+    if len(people) > MAX_SEARCH_TEXT:
+        people = people[: MAX_SEARCH_TEXT + 1].rpartition(" ")[0]
+    if len(genres) > MAX_SEARCH_TEXT:
+        genres = genres[: MAX_SEARCH_TEXT + 1].rpartition(" ")[0]
     if (title + people + genres).replace(" ", "").isalnum():  # plain words: see search_words
         a, b, c = title.split(), people.split(), genres.split()
     else:
