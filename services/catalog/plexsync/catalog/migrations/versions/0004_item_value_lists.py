@@ -7,7 +7,9 @@ per movie for the three tables against 60 for items; as columns of the item, 0.7
 They become arrays (tags) and JSONB lists (guids, artwork, the shape collections already use) on the item;
 ListNetworks finds shows through a partial index of items that have networks.
 
-The upgrade moves existing rows into the new columns in their order; the downgrade moves them back.
+The upgrade moves existing rows into the new columns in their order (rewriting each item row once: on a large
+catalog, run `python -m plexsync.catalog migrate upgrade head` as a Job with PLEXSYNC_CATALOG_MIGRATE=0 on the
+service); the downgrade moves them back.
 
 Revision ID: 0004
 Revises: 0003
