@@ -29,7 +29,6 @@ from itertools import chain, repeat
 from operator import eq
 from typing import Any, cast
 
-import orjson
 from plexsync.catalog import ingest
 from plexsync.catalog.ingest import (
     ARTWORK_KINDS,
@@ -47,6 +46,8 @@ from plexsync.catalog.ingest import (
     ItemId,
     Rows,
     artwork_entry,
+    guid_entry,
+    json_list,
     search_vector,
     text_array,
     to_datetime,
@@ -129,7 +130,7 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
             provider, ext = gprov or provider, gext or ext
             if not uri or len(uri) > MAX_URL or len(provider) > MAX_SHORT or len(ext) > MAX_URL:
                 return None
-            guids.append({"uri": uri, "provider": provider, "external_id": ext})
+            guids.append(guid_entry(uri, provider, ext))
 
         artwork: list[dict[str, Any]] = []
         art_keys: set[tuple[int, str]] = set()
@@ -190,7 +191,7 @@ def flatten_fast(batch: Iterable[tuple[Incoming, uuid.UUID | str]], library_id: 
                 it.index, it.parent_index, _ms(it.duration), it.rating, it.audience_rating, it.child_count,
                 it.leaf_count, it.plex_guid, to_datetime(it.plex_added_at), to_datetime(it.plex_updated_at),
                 folded, search_vector(folded, " ".join(people).casefold(), genres.casefold()), *tag_lists,
-                orjson.dumps(guids).decode(), orjson.dumps(artwork).decode(),
+                json_list(guids), json_list(artwork),
             )
         )  # fmt: skip
     return rows
@@ -341,14 +342,13 @@ def _nullable(convert: Callable[[Any], str]) -> Callable[[Sequence[Any]], Iterab
     return lambda col: ["\\N" if v is None else convert(v) for v in col]
 
 
-# Types whose values are already text (array and JSON literals included): escaped for COPY when needed.
-_TEXT_TYPES = frozenset({"text", "text[]", "jsonb", "tsvector"})
+# Column types whose row values are PostgreSQL literals made in Python (ingest.text_array, json_list,
+# search_vector); with plain text, the types whose values are already text, escaped for COPY when needed.
+LITERAL_TYPES = frozenset({"text[]", "jsonb", "tsvector"})
+_TEXT_TYPES = LITERAL_TYPES | {"text"}
 
 _CONVERT: dict[str, Callable[[Sequence[Any]], Iterable[str]]] = {
-    "text": lambda col: col,
-    "text[]": lambda col: col,
-    "jsonb": lambda col: col,
-    "tsvector": lambda col: col,
+    **dict.fromkeys(_TEXT_TYPES, lambda col: col),
     "uuid": _uuid,
     "int2": lambda col: map(str, col),
     "int4": lambda col: map(str, col),
@@ -425,7 +425,7 @@ CREDIT_COPY_COLS: list[Column] = [
 
 # Types whose values `%s` formats as COPY text accepts them (booleans as True/False, floats by repr, UUIDs in
 # their canonical form); bytea and the nullable dates need their own conversion.
-_PLAIN_TYPES = frozenset({"text", "text[]", "jsonb", "tsvector", "uuid", "int2", "int4", "int8", "float8", "bool"})
+_PLAIN_TYPES = _TEXT_TYPES | {"uuid", "int2", "int4", "int8", "float8", "bool"}
 
 
 def _plain_lines(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:

@@ -4,8 +4,8 @@ Nothing here talks to the database. `prepare_batch` checks the cheap request-lev
 computes its content hash; `flatten_items` validates the items that must be written (new or changed) and
 turns them into row tuples per table, which `writer` sends to PostgreSQL as arrays. An item's value lists
 (genres and the other tags, guids, artwork) and its search vector are columns of its row: PostgreSQL array,
-JSON and `tsvector` literals made by `text_array`, `guid_list`, `artwork_entry` and `search_vector`, the same
-for both flattening paths (`bulk.flatten_fast` builds the same JSON inline).
+JSON and `tsvector` literals made by `text_array`, `json_list` (of `guid_entry` and `artwork_entry` elements)
+and `search_vector`, the same for both flattening paths.
 """
 
 from __future__ import annotations
@@ -303,9 +303,9 @@ def _indexable(words: list[str]) -> list[str]:
     return [w for w in words if len(w) <= MAX_LEXEME_CHARS or len(w.encode()) < 2047]
 
 
-def guid_list(guids: Sequence[tuple[str, str, str]]) -> str:
-    """The JSON of an item's guids column from (uri, provider, external_id)."""
-    return orjson.dumps([{"uri": u, "provider": p, "external_id": e} for u, p, e in guids]).decode()
+def guid_entry(uri: str, provider: str, external_id: str) -> dict[str, str]:
+    """One element of an item's guids column."""
+    return {"uri": uri, "provider": provider, "external_id": external_id}
 
 
 def artwork_entry(kind: int, url: str, source: str, updated_at: Timestamp) -> dict[str, Any]:
@@ -317,7 +317,8 @@ def artwork_entry(kind: int, url: str, source: str, updated_at: Timestamp) -> di
     return entry
 
 
-def json_list(entries: list[dict[str, Any]]) -> str:
+def json_list(entries: Sequence[dict[str, Any]]) -> str:
+    """The JSON text of a guids or artwork column."""
     return orjson.dumps(entries).decode() if entries else "[]"
 
 
@@ -400,7 +401,7 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
         people.append(name)
         credits_append((item_id, c.role, (name, c.plex_tag_id), c.order, character, thumb))
 
-    guids: dict[str, tuple[str, str, str]] = {}
+    guids: dict[str, dict[str, str]] = {}
     for j, g in enumerate(it.guids):
         uri = g.uri
         gp = f"{p}.guids[{j}]"
@@ -409,7 +410,7 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
         chk.text(g.external_id, gp, ".external_id", MAX_URL)
         if uri not in guids:  # the first of a repeated URI wins
             provider, _, ext = uri.partition("://")
-            guids[uri] = (uri, g.provider or provider, g.external_id or ext)
+            guids[uri] = guid_entry(uri, g.provider or provider, g.external_id or ext)
 
     artwork: dict[tuple[int, str], dict[str, Any]] = {}
     for j, a in enumerate(it.artwork):
@@ -499,7 +500,7 @@ def flatten_item(chk: Checker, inc: Incoming, item_id: ItemId, library_id: uuid.
             search_title.casefold(),
             search_vector(search_title.casefold(), " ".join(people).casefold(), " ".join(genres).casefold()),
             text_array(genres), text_array(studios), text_array(labels), text_array(countries),
-            text_array(networks), guid_list(list(guids.values())), json_list(list(artwork.values())),
+            text_array(networks), json_list(list(guids.values())), json_list(list(artwork.values())),
         )
     )  # fmt: skip
 

@@ -92,12 +92,11 @@ COPY_TABLES: list[tuple[str, list[Column], str]] = [("items", ITEM_COLS, "items"
 ]
 
 # Array, JSON and tsvector columns travel as their literals (an array of arrays cannot be unnested into rows).
-_LITERAL_TYPES = ("text[]", "jsonb", "tsvector")
 _ITEM_UPDATE = (
     "UPDATE items SET "
-    + ", ".join(f'"{c}" = u."{c}"' + (f"::{t}" if t in _LITERAL_TYPES else "") for c, t in ITEM_COLS[1:])
+    + ", ".join(f'"{c}" = u."{c}"' + (f"::{t}" if t in bulk.LITERAL_TYPES else "") for c, t in ITEM_COLS[1:])
     + ", missing_since = NULL, updated_at = now(), last_seen_at = now() FROM unnest("
-    + ", ".join(f"%b::{'text' if t in _LITERAL_TYPES else t}[]" for _, t in ITEM_COLS)
+    + ", ".join(f"%b::{'text' if t in bulk.LITERAL_TYPES else t}[]" for _, t in ITEM_COLS)
     + ") AS u("
     + ", ".join(f'"{c}"' for c, _ in ITEM_COLS)
     + ") WHERE items.id = u.id"
