@@ -17,16 +17,22 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.api import PubAck, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError as StreamNotFound
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 
-EVENT_SUBJECTS = ["plexsync.v1.scan.>", "plexsync.v1.server.>"]
+EVENT_SUBJECTS = ["plexsync.v1.scan.>", "plexsync.v1.server.>", "plexsync.v1.job.>"]
 JOB_SUBJECTS = ["plexsync.v1.jobs.>"]
 SCAN_JOB_SUBJECT = "plexsync.v1.jobs.scan"
+# The durable pull consumer every scanner replica shares, so each job reaches one of them.
+SCAN_JOB_CONSUMER = "scanners"
+# Core NATS (not kept in a stream): "stop this job" to whichever scanner runs it (events.CancelJobCommand).
+JOB_CANCEL_SUBJECT = "plexsync.v1.control.jobs.cancel"
+# What the scheduler's durable consumer of scan events reads (lifecycle only, no progress).
+SCAN_LIFECYCLE_SUBJECTS = [f"plexsync.v1.scan.*.{kind}" for kind in ("started", "completed", "failed", "cancelled")]
 
 
 def scan_subject(library_id: str, kind: str) -> str:
@@ -35,6 +41,16 @@ def scan_subject(library_id: str, kind: str) -> str:
 
 def server_subject(server_id: str, kind: str) -> str:
     return f"plexsync.v1.server.{server_id}.{kind}"
+
+
+def job_subject(library_id: str, kind: str) -> str:
+    """Job lifecycle events: queued, started, finished, requeued."""
+    return f"plexsync.v1.job.{library_id}.{kind}"
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    """The subject JetStream announces a message on when `consumer` gave up on it after max_deliver attempts."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
 
 
 class EventBus:
@@ -103,8 +119,9 @@ class EventBus:
         except StreamNotFound:
             await self.js.add_stream(config)
 
-    async def publish(self, subject: str, message: Message, *, msg_id: str, timeout_seconds: float = 5.0) -> None:
-        """Publish to JetStream with de-duplication id and the current trace context."""
+    async def publish(self, subject: str, message: Message, *, msg_id: str, timeout_seconds: float = 5.0) -> PubAck:
+        """Publish to JetStream with de-duplication id and the current trace context; returns the stream's ack
+        (its sequence number; `duplicate` when JetStream had the id already)."""
         payload = message.SerializeToString()
         with _tracer.start_as_current_span(
             f"publish {_subject_template(subject)}",
@@ -119,7 +136,22 @@ class EventBus:
         ):
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id, "Content-Type": "application/protobuf"}
             propagate.inject(headers)
-            await self.js.publish(subject, payload, timeout=timeout_seconds, headers=headers)
+            return await self.js.publish(subject, payload, timeout=timeout_seconds, headers=headers)
+
+    async def ensure_job_consumer(self, *, ack_wait_seconds: float, max_deliver: int) -> None:
+        """The scanners' shared durable pull consumer of scan jobs, created or brought to this configuration."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            durable_name=SCAN_JOB_CONSUMER,
+            filter_subject=SCAN_JOB_SUBJECT,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_seconds,
+            max_deliver=max_deliver,
+            max_ack_pending=-1,
+        )
+        await self.js.add_consumer(self.jobs_stream, config)
 
     async def subscribe(
         self,
@@ -153,7 +185,7 @@ _tracer = trace.get_tracer(__name__)
 def _subject_template(subject: str) -> str:
     """Low-cardinality span name: ids replaced (plexsync.v1.scan.{id}.progress)."""
     parts = subject.split(".")
-    if len(parts) == 5 and parts[2] in {"scan", "server"}:
+    if len(parts) == 5 and parts[2] in {"scan", "server", "job"}:
         parts[3] = "{id}"
     return ".".join(parts)
 
