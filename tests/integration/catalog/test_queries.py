@@ -44,7 +44,7 @@ async def test_register_libraries_adds_renames_and_removes(catalog: Stub) -> Non
     assert (reply.added, reply.updated, reply.removed) == (0, 1, 1)
     by_key = {lib.plex_key: lib for lib in reply.libraries}
     assert by_key["1"].name == "Films" and by_key["2"].removed and not by_key["1"].removed
-    assert by_key["1"].sync_enabled and by_key["1"].refresh_interval.seconds == 6 * 3600
+    assert by_key["1"].sync_enabled and by_key["1"].refresh_interval.seconds == 0  # the scheduler's default
 
     listed = await catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(server_id=server))
     assert [lib.name for lib in listed.libraries] == ["Films"]

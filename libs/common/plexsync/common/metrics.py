@@ -63,6 +63,16 @@ class PlexsyncMetrics:
             "plexsync.catalog.write.conflicts", unit="{batch}", description="Batches written again after a conflict"
         )
 
+    @cached_property
+    def job_lag(self) -> metrics.Histogram:
+        """Seconds from a job becoming due (or being triggered) to its scan starting, by plexsync.job.trigger."""
+        return self._meter.create_histogram("plexsync.job.lag", unit="s", description="Job due to scan start")
+
+    @cached_property
+    def job_duration(self) -> metrics.Histogram:
+        """Seconds from a job's start to its end, by plexsync.scan.mode, plexsync.library.kind and outcome."""
+        return self._meter.create_histogram("plexsync.job.duration", unit="s", description="Duration of jobs")
+
     def observe_job_queue(self, depth: Callable[[], int], oldest_age_seconds: Callable[[], float]) -> None:
         """Register gauges for the scan job queue (depth and age of the oldest job)."""
 

@@ -93,7 +93,7 @@ class Library(Base):
     name: Mapped[str] = _txt()
     kind: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     sync_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
-    refresh_interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="21600")
+    refresh_interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     remote_streaming_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     plex_uuid: Mapped[str] = _txt()
     agent: Mapped[str] = _txt()

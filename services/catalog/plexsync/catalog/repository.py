@@ -21,7 +21,8 @@ from plexsync.v1 import catalog_pb2, common_pb2
 FNF = common_pb2.ITEM_STATE_FILE_NOT_FOUND
 LIBRARY_KINDS = frozenset(v for v in common_pb2.LibraryKind.values() if v)
 UPDATABLE_LIBRARY_FIELDS = ("sync_enabled", "refresh_interval", "remote_streaming_enabled")
-MIN_REFRESH_SECONDS = 60
+# 0 means the scheduler's default; anything else is the library's own interval.
+MIN_REFRESH_SECONDS = 10
 MAX_REFRESH_SECONDS = 366 * 24 * 3600
 MAX_PATH_RULES = 500
 MAX_QUERY = 500
@@ -243,11 +244,12 @@ class Repository:
         if "refresh_interval" in paths:
             d = req.library.refresh_interval
             seconds = d.seconds + d.nanos / 1e9
-            if not MIN_REFRESH_SECONDS <= seconds <= MAX_REFRESH_SECONDS:
+            if seconds != 0 and not MIN_REFRESH_SECONDS <= seconds <= MAX_REFRESH_SECONDS:
                 violations.append(
                     FieldViolation(
                         "library.refresh_interval",
-                        f"must be between {MIN_REFRESH_SECONDS} seconds and 366 days, got {seconds:g}s",
+                        f"must be 0 (the scheduler's default) or between {MIN_REFRESH_SECONDS} seconds and 366 "
+                        f"days, got {seconds:g}s",
                     )
                 )
             sets.append("refresh_interval_seconds = %s")
