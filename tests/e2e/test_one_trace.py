@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
 from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -19,7 +20,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from plexsync.auth.crypto import new_key
 from plexsync.common.eventbus import EventBus
 from plexsync.devstack.process import ChildProcess, start_fakeplex
-from plexsync.v1 import auth_pb2, auth_pb2_grpc, common_pb2, scanner_pb2, scanner_pb2_grpc
+from plexsync.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    scanner_pb2,
+    scanner_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
 
 from tests.support.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.support.stack import ServiceStack
@@ -60,10 +71,11 @@ def stack(
             "PLEXSYNC_TOKEN_KEYS": f"k1:{new_key()}",
         }
     )
-    for name in ("catalog", "auth", "scanner"):
+    for name in ("catalog", "auth", "scanner", "scheduler"):
         service_stack.reserve(name)
     for name in ("catalog", "auth", "scanner"):
         service_stack.start(name)
+    service_stack.start("scheduler", PLEXSYNC_SCHEDULER_TICK_SECONDS="0.5", PLEXSYNC_SCHEDULER_RECONCILE_SECONDS="1")
     yield service_stack
     service_stack.stop_all()  # flushes the services' exporters while the receiver still runs
 
@@ -193,3 +205,56 @@ async def test_scan_library_is_one_trace(
     assert all(token.encode() not in raw for raw in receiver.raw), "the Plex token was exported"
     for log_file in stack.log_dir.glob("*.log"):
         assert token not in log_file.read_text(errors="replace"), f"the Plex token is in {log_file.name}"
+
+
+async def test_a_scheduled_scan_is_one_trace_from_the_scheduler_to_sql(
+    stack: ServiceStack, receiver: OtlpReceiver, fakeplex: tuple[ChildProcess, dict[str, Any]]
+) -> None:
+    """No caller at all: the scheduler's tick is the root, and the scan it hands over continues its trace."""
+    async with stack.channel("catalog") as channel:
+        libraries = await catalog_pb2_grpc.CatalogServiceStub(channel).ListLibraries(catalog_pb2.ListLibrariesRequest())
+    library = next(lib for lib in libraries.libraries if lib.kind == common_pb2.LIBRARY_KIND_MOVIES)
+    async with stack.channel("scheduler", "cli") as channel:
+        scheduler = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        await scheduler.UpdateSchedule(
+            scheduler_pb2.UpdateScheduleRequest(
+                schedule=scheduler_pb2.Schedule(
+                    library_id=library.id, refresh_interval=duration_pb2.Duration(seconds=10)
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["refresh_interval"]),
+            )
+        )
+        job = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and job is None:
+            listed = await scheduler.ListJobs(scheduler_pb2.ListJobsRequest(library_id=library.id))
+            job = next((j for j in listed.jobs if j.trigger == common_pb2.JOB_TRIGGER_SCHEDULED
+                        and j.status == common_pb2.JOB_STATUS_SUCCEEDED), None)  # fmt: skip
+            await asyncio.sleep(0.5)
+        assert job is not None, "a scheduled job succeeded"
+    assert job.trace_id
+    deadline = time.monotonic() + 30
+    spans = _trace_spans(receiver, job.trace_id)
+    while time.monotonic() < deadline:
+        spans = _trace_spans(receiver, job.trace_id)
+        if {"scheduler", "scanner", "auth", "catalog"} <= {s.service for s in spans} and any(
+            "db.system" in s.attributes or "db.system.name" in s.attributes for s in spans
+        ):
+            break
+        await asyncio.sleep(0.2)
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if not s.parent_span_id]
+    assert [(r.service, r.name) for r in roots] == [("scheduler", "schedule library")], [
+        (r.service, r.name) for r in roots
+    ]
+    assert not [s.name for s in spans if s.parent_span_id and s.parent_span_id not in by_id], "no orphans"
+    scan = next(s for s in spans if s.service == "scanner" and s.name == "scan")
+    assert scan.attributes["plexsync.scan.id"] == job.scan_id
+    consume = by_id[scan.parent_span_id]
+    while consume.kind != CONSUMER_KIND and consume.parent_span_id in by_id:
+        consume = by_id[consume.parent_span_id]
+    assert consume.kind == CONSUMER_KIND and by_id[consume.parent_span_id].service == "scheduler"
+    assert any(s.service == "scanner" and s.kind == CLIENT_KIND and {"http.request.method", "http.method"}
+               & set(s.attributes) for s in spans), "Plex HTTP calls"  # fmt: skip
+    assert any(s.service == "catalog" and ("db.system" in s.attributes or "db.system.name" in s.attributes)
+               for s in spans), "SQL"  # fmt: skip
