@@ -258,3 +258,9 @@ async def test_a_scheduled_scan_is_one_trace_from_the_scheduler_to_sql(
                & set(s.attributes) for s in spans), "Plex HTTP calls"  # fmt: skip
     assert any(s.service == "catalog" and ("db.system" in s.attributes or "db.system.name" in s.attributes)
                for s in spans), "SQL"  # fmt: skip
+    scheduler_metrics = {"plexsync.jobs.queue.depth", "plexsync.job.lag", "plexsync.job.duration"}
+    for _ in range(50):  # metrics export every 0.5 s
+        if scheduler_metrics <= receiver.metric_names:
+            break
+        await asyncio.sleep(0.2)
+    assert scheduler_metrics <= receiver.metric_names, f"metrics exported: {sorted(receiver.metric_names)}"
