@@ -473,6 +473,55 @@ async def test_a_direct_scan_library_call_is_recorded_and_a_trigger_meanwhile_re
         finally:
             await ctl.clear_faults()
 
+    async def quiet() -> bool:
+        jobs = await all_jobs(stubs, library_id=slow.id)
+        return all(j.status in TERMINAL for j in jobs)
+
+    await eventually(quiet, 60, "the direct scan (and any job it held off) ends")
+    jobs = await all_jobs(stubs, library_id=slow.id)
+    direct = next(j for j in jobs if j.scan_id == scan.id)
+    assert direct.status == SUCCEEDED and direct.counts.seen == 60
+
+
+async def test_a_job_whose_every_delivery_dies_fails_with_the_reason(
+    stubs: dict[str, Any], cluster: dict[str, Replicas], fakes: list[dict[str, Any]]
+) -> None:
+    """PLEXSYNC_SCAN_JOB_MAX_DELIVER (3) deliveries, each scanner killed mid-scan: JetStream gives up, and so does
+    the job, with a reason; the scanners are restarted each time, so only the job is lost, never a scanner."""
+    slow = next(lib for lib in await libraries(stubs) if lib.name == "Slow")
+    async with FakePlexControl(fakes[0]["url"]) as ctl:
+        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=800)
+        try:
+            request = scheduler_pb2.TriggerSyncRequest(library_id=slow.id, mode=common_pb2.SCAN_MODE_DEEP)
+            triggered = (await stubs["scheduler"].TriggerSync(request)).jobs[0]
+            assert triggered.trigger == common_pb2.JOB_TRIGGER_MANUAL and triggered.attempt == 0
+            job_id = triggered.id
+            for attempt in (1, 2, 3):
+
+                async def running(n: int = attempt) -> common_pb2.Job | None:
+                    job = (await stubs["scheduler"].GetJob(scheduler_pb2.GetJobRequest(job_id=job_id))).job
+                    return job if job.status == common_pb2.JOB_STATUS_RUNNING and job.attempt == n else None
+
+                job = await eventually(running, 30, f"attempt {attempt} runs")
+                port = cluster["scanner"].kill(int(job.replica.split(":")[1]))
+                cluster["scanner"].start(port)
+
+            async def ended() -> common_pb2.Job | None:
+                job = (await stubs["scheduler"].GetJob(scheduler_pb2.GetJobRequest(job_id=job_id))).job
+                return job if job.status in TERMINAL else None
+
+            job = await eventually(ended, 30, "the job fails once its deliveries are used up")
+            assert job.status == FAILED and "handed to scanners 3 times" in job.error, job.error
+        finally:
+            await ctl.clear_faults()
+    again = await stubs["scheduler"].TriggerSync(scheduler_pb2.TriggerSyncRequest(library_id=slow.id))
+
+    async def recovered() -> bool:
+        job = (await stubs["scheduler"].GetJob(scheduler_pb2.GetJobRequest(job_id=again.jobs[0].id))).job
+        return bool(job.status == SUCCEEDED)
+
+    await eventually(recovered, 60, "the library scans again afterwards")
+
 
 @pytest.mark.parametrize(
     ("request_", "code", "field"),
