@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import signal
 import sys
 
 from plexsync.common.clients import peer_channel
@@ -15,6 +16,7 @@ from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
 from plexsync.scanner.events import EventPublisher
+from plexsync.scanner.jobs import JobRunner
 from plexsync.scanner.manager import ScanManager
 from plexsync.scanner.migrate import migrate
 from plexsync.scanner.peers import GrpcCatalog, GrpcCredentials
@@ -42,6 +44,7 @@ async def serve(settings: ScannerSettings) -> None:
     app = ServiceApp("scanner", settings)
     app.add_service("plexsync.v1.ScannerService", scanner_pb2_grpc.add_ScannerServiceServicer_to_server, servicer)
     managers: list[ScanManager] = []
+    runners: list[JobRunner] = []
 
     async def ready() -> None:
         await wait_for_database(engine)
@@ -57,6 +60,19 @@ async def serve(settings: ScannerSettings) -> None:
         await manager.start()
         managers.append(manager)
         servicer.attach(manager)
+        runner = JobRunner(manager=manager, bus=bus, settings=settings)
+        await runner.start()
+        runners.append(runner)
+        # At SIGTERM, stop taking jobs and hand the running ones back at once, not after the gRPC drain (which may
+        # wait for watchers): another replica starts them meanwhile.
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            runner.begin_close()
+            app.request_stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
         # A scan allocates millions of short-lived, acyclic objects (parsed pages, protobufs); with the default
         # thresholds the cyclic GC keeps re-traversing everything imported at start-up, ~20-30% of a listing's
         # parse time. Freeze that heap (it lives as long as the process) and collect the young less often.
@@ -64,6 +80,8 @@ async def serve(settings: ScannerSettings) -> None:
         gc.set_threshold(GC_THRESHOLD_YOUNG, 10, 10)
 
     async def close() -> None:
+        for runner in runners:  # first: its job scans end as requeued and go back to the queue
+            await runner.close()
         for manager in managers:
             await manager.close()
         await catalog_channel.close()

@@ -25,7 +25,7 @@ SUBJECT_PREFIX = "plexsync.v1.scan"
 
 
 class Publisher(Protocol):
-    async def publish(self, subject: str, message: Message, *, msg_id: str) -> None: ...
+    async def publish(self, subject: str, message: Message, *, msg_id: str) -> object: ...
 
 
 def scan_subject(library_id: str, kind: str) -> str:
@@ -140,8 +140,10 @@ class ScanEmitter:
         mode: common_pb2.ScanMode.ValueType,
         feed: ScanFeed,
         publisher: EventPublisher,
+        job_id: str = "",
     ) -> None:
         self.scan_id = scan_id
+        self.job_id = job_id
         self.library_id = library_id
         self.server_id = server_id
         self.mode = mode
@@ -155,6 +157,7 @@ class ScanEmitter:
             library_id=self.library_id,
             server_id=self.server_id,
             mode=self.mode,
+            job_id=self.job_id,
         )
         e.time.FromNanoseconds(time.time_ns())
         return e
@@ -164,9 +167,26 @@ class ScanEmitter:
         self.publisher.submit(scan_subject(self.library_id, event_kind(event)), event)
         return event
 
-    async def started(self, library_name: str, library_kind: common_pb2.LibraryKind.ValueType, job_id: str) -> None:
+    async def started(
+        self,
+        library_name: str,
+        library_kind: common_pb2.LibraryKind.ValueType,
+        *,
+        replica: str,
+        attempt: int,
+        force: bool,
+    ) -> None:
         e = self._event()
-        e.started.CopyFrom(events_pb2.ScanStarted(library_name=library_name, library_kind=library_kind, job_id=job_id))
+        e.started.CopyFrom(
+            events_pb2.ScanStarted(
+                library_name=library_name,
+                library_kind=library_kind,
+                job_id=self.job_id,
+                replica=replica,
+                attempt=attempt,
+                force=force,
+            )
+        )
         await self._emit(e)
 
     async def progress(self, counts: common_pb2.ScanCounts, rate: float, eta: float | None, phase: str) -> None:
@@ -185,18 +205,25 @@ class ScanEmitter:
         )
         await self._emit(e)
 
-    async def completed(self, counts: common_pb2.ScanCounts, duration: float) -> None:
+    async def completed(self, counts: common_pb2.ScanCounts, duration: float, stats: common_pb2.ScanStats) -> None:
         e = self._event()
         e.completed.counts.CopyFrom(counts)
         e.completed.duration.FromMilliseconds(int(duration * 1000))
+        e.completed.stats.CopyFrom(stats)
         await self._emit(e)
 
-    async def failed(self, counts: common_pb2.ScanCounts, error: str, server_name: str, code: str) -> None:
+    async def failed(
+        self, counts: common_pb2.ScanCounts, error: str, server_name: str, code: str, stats: common_pb2.ScanStats
+    ) -> None:
         e = self._event()
-        e.failed.CopyFrom(events_pb2.ScanFailed(counts=counts, error=error, server_name=server_name, code=code))
+        e.failed.CopyFrom(
+            events_pb2.ScanFailed(counts=counts, error=error, server_name=server_name, code=code, stats=stats)
+        )
         await self._emit(e)
 
-    async def cancelled(self, counts: common_pb2.ScanCounts, reason: str) -> None:
+    async def cancelled(
+        self, counts: common_pb2.ScanCounts, reason: str, stats: common_pb2.ScanStats, *, requeued: bool = False
+    ) -> None:
         e = self._event()
-        e.cancelled.CopyFrom(events_pb2.ScanCancelled(counts=counts, reason=reason))
+        e.cancelled.CopyFrom(events_pb2.ScanCancelled(counts=counts, reason=reason, stats=stats, requeued=requeued))
         await self._emit(e)

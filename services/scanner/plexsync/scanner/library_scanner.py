@@ -45,6 +45,7 @@ from plexsync.scanner.plex_client import (
 )
 from plexsync.scanner.plex_models import PlexMetadata, Raw, read_str, total_size
 from plexsync.scanner.ports import Catalog
+from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import catalog_pb2, common_pb2
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,10 @@ class BatchWriter:
         batch_size: int,
         max_in_flight: int = 4,
         on_seen: Callable[[str], None] | None = None,
+        stats: ScanStats | None = None,
     ) -> None:
         self._catalog = catalog
+        self._stats = stats if stats is not None else ScanStats()
         self._on_seen = on_seen
         self._batch_keys: dict[str, int] = {}
         self._library_id = library_id
@@ -227,7 +230,9 @@ class BatchWriter:
             if sent is None:
                 raise CatalogWriteError(f"catalog acknowledged unknown batch {ack.sequence}")
             n_items, n_unchanged_seen, sent_at = sent
-            METRICS.catalog_batch_duration.record(time.monotonic() - sent_at)
+            elapsed = time.monotonic() - sent_at
+            METRICS.catalog_batch_duration.record(elapsed)
+            self._stats.catalog_write(elapsed)
             c = self._counters
             c.added += ack.added
             c.updated += ack.updated
@@ -371,6 +376,8 @@ class LibraryScanner:
     phase: str = "starting"
     etags: EtagMap = field(default_factory=EtagMap)
     listing_pool: ListingPool | None = None
+    # Shared with the PlexClient, which counts the Plex side; this scanner adds the catalog's.
+    stats: ScanStats = field(default_factory=ScanStats)
     _writer: BatchWriter | None = None
     _etags_loading: asyncio.Task[EtagMap] | None = None
     _fetch_slots: asyncio.Semaphore | None = None
@@ -401,6 +408,7 @@ class LibraryScanner:
                 counters=self.counters,
                 batch_size=self.options.batch_size,
                 on_seen=lambda rating_key: self.etags.mark_seen(rating_key),
+                stats=self.stats,
             ) as writer:
                 self._writer = writer
                 try:
@@ -424,7 +432,9 @@ class LibraryScanner:
             timer.lap("last_acks")
             request = catalog_pb2.FinishScanRequest(library_id=lib.id, scan_id=self.scan_id, mode=self.mode)
             request.start_time.FromNanoseconds(int(self.start_time * 1e9))
+            sent = time.monotonic()
             result = await self.catalog.finish_scan(request)
+            self.stats.catalog_write(time.monotonic() - sent)
             timer.lap("finish")
             self.counters.missing = result.missing
             for name, seconds in timer.laps.items():

@@ -44,8 +44,9 @@ from plexsync.scanner.plex_client import (
 )
 from plexsync.scanner.plex_models import PlexSection
 from plexsync.scanner.ports import Catalog, Credentials
-from plexsync.scanner.repository import ScanRepository, to_proto
+from plexsync.scanner.repository import OWNER, ScanRepository, to_proto
 from plexsync.scanner.settings import ScannerSettings
+from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import catalog_pb2, common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,11 @@ def _record_outcome(
         value = int(getattr(counts, item_outcome))
         if value:
             METRICS.scan_items.add(value, {"plexsync.library.kind": kind, "plexsync.item.outcome": item_outcome})
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
 OTHER_VIDEO_AGENTS = frozenset({"com.plexapp.agents.none", "tv.plex.agents.none"})
@@ -126,6 +132,9 @@ class RunningScan:
     started: float = field(default_factory=time.monotonic)
     cancel_reason: str = ""
     scanner: LibraryScanner | None = None
+    stats: ScanStats = field(default_factory=ScanStats)
+    # Cancelled because this scanner stops and hands the scan's job back to the queue.
+    requeued: bool = False
 
 
 class ScanManager:
@@ -158,7 +167,7 @@ class ScanManager:
             metadata_batch=s.scan_metadata_batch,
         )
 
-    def plex_client(self, creds: PlexCredentials, server_id: str) -> PlexClient:
+    def plex_client(self, creds: PlexCredentials, server_id: str, stats: ScanStats | None = None) -> PlexClient:
         async def refresh(recheck: bool) -> PlexCredentials:
             return await self.credentials.credentials(server_id, recheck=recheck)
 
@@ -171,6 +180,7 @@ class ScanManager:
             max_retries=s.plex_max_retries,
             backoff=s.plex_backoff_seconds,
             concurrency=s.scan_concurrency,
+            stats=stats,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -244,8 +254,15 @@ class ScanManager:
 
     # ------------------------------------------------------------------ ScanLibrary
     async def start_scan(
-        self, library_id: str, mode: common_pb2.ScanMode.ValueType, *, force: bool = False, job_id: str = ""
+        self,
+        library_id: str,
+        mode: common_pb2.ScanMode.ValueType,
+        *,
+        force: bool = False,
+        job_id: str = "",
+        attempt: int = 0,
     ) -> common_pb2.Scan:
+        """Start a scan task and return its row; ``attempt`` is the delivery of ``job_id`` (0 without a job)."""
         if not library_id:
             raise InvalidArgumentError.single("library_id", "is required")
         if mode == common_pb2.SCAN_MODE_UNSPECIFIED:
@@ -261,11 +278,10 @@ class ScanManager:
             raise FailedPreconditionError(
                 f"sync is disabled for library {library.name!r} ({library_id}); enable it or pass force"
             )
-        span_ctx = trace.get_current_span().get_span_context()
-        trace_id = format(span_ctx.trace_id, "032x") if span_ctx.is_valid else ""
         row = await self.repository.create(
-            library_id=library_id, server_id=library.server_id, mode=mode, force=force, job_id=job_id, trace_id=trace_id
-        )
+            library_id=library_id, server_id=library.server_id, mode=mode, force=force, job_id=job_id,
+            trace_id=_trace_id(), attempt=attempt,
+        )  # fmt: skip
         rs = RunningScan(id=row.id, library=library, mode=mode, feed=ScanFeed())
         self.running[row.id] = rs
         emitter = ScanEmitter(
@@ -275,8 +291,9 @@ class ScanManager:
             mode=mode,
             feed=rs.feed,
             publisher=self.publisher,
+            job_id=job_id,
         )
-        await emitter.started(library.name, library.kind, job_id)
+        await emitter.started(library.name, library.kind, replica=OWNER, attempt=attempt, force=force)
         rs.task = asyncio.create_task(self._run(rs, emitter), name=f"scan-{row.id}")
         return to_proto(row)
 
@@ -304,7 +321,7 @@ class ScanManager:
                 async def item_error(rating_key: str, title: str, message: str, http_status: int) -> None:
                     await emitter.item_error(rating_key, title, message, http_status)
 
-                async with self.plex_client(creds, library.server_id) as plex:
+                async with self.plex_client(creds, library.server_id, rs.stats) as plex:
                     scanner = LibraryScanner(
                         plex=plex,
                         catalog=self.catalog,
@@ -316,6 +333,7 @@ class ScanManager:
                         counters=rs.counters,
                         on_item_error=item_error,
                         listing_pool=self.listing_pool,
+                        stats=rs.stats,
                     )
                     rs.scanner = scanner
                     flusher = asyncio.create_task(scanner.periodic_flush())
@@ -360,20 +378,25 @@ class ScanManager:
             counts = rs.counters.to_proto()
             METRICS.scans_running.add(-1)
             _record_outcome(span, library, rs.mode, status, counts, duration, error)
+            span.set_attributes(rs.stats.span_attributes())
+            stats = rs.stats.to_proto()
+            requeued = status == common_pb2.SCAN_STATUS_CANCELLED and rs.requeued
             try:
                 # Persist first, so a watcher that sees the terminal event reads the final scan.
-                await asyncio.shield(self.repository.finish(rs.id, status, counts, error))
+                await asyncio.shield(
+                    self.repository.finish(rs.id, status, counts, error, stats=rs.stats, requeued=requeued)
+                )
             except Exception:
                 log.exception("could not record the end of a scan", extra={"scan_id": str(rs.id)})
             try:
                 await emitter.progress(counts, self._rate(rs), 0.0, "done")
                 if status == common_pb2.SCAN_STATUS_COMPLETED:
-                    await emitter.completed(counts, duration)
+                    await emitter.completed(counts, duration, stats)
                 elif status == common_pb2.SCAN_STATUS_CANCELLED:
-                    await emitter.cancelled(counts, error)
+                    await emitter.cancelled(counts, error, stats, requeued=requeued)
                 else:
                     log.warning("scan failed", extra={"scan_id": str(rs.id), "error": error})
-                    await emitter.failed(counts, error, server_name, code)
+                    await emitter.failed(counts, error, server_name, code, stats)
             finally:
                 self.running.pop(rs.id, None)
                 self._finished[rs.id] = rs.feed
@@ -411,7 +434,7 @@ class ScanManager:
             if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                 last_beat = time.monotonic()
                 try:
-                    await self.repository.heartbeat(rs.id, c.to_proto())
+                    await self.repository.heartbeat(rs.id, c.to_proto(), rs.stats)
                 except Exception:
                     log.warning("could not persist scan progress", extra={"scan_id": str(rs.id)})
 
@@ -434,6 +457,7 @@ class ScanManager:
         rs = self.running.get(sid)
         if rs is not None:
             scan.counts.CopyFrom(rs.counters.to_proto())
+            scan.stats.CopyFrom(rs.stats.to_proto())
         return scan
 
     async def list_scans(
@@ -446,6 +470,7 @@ class ScanManager:
             rs = self.running.get(row.id)
             if rs is not None:
                 scan.counts.CopyFrom(rs.counters.to_proto())
+                scan.stats.CopyFrom(rs.stats.to_proto())
             out.append(scan)
         return out
 
@@ -467,6 +492,59 @@ class ScanManager:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(rs.task), 5)
         return await self.get_scan(scan_id)
+
+    def cancel_running(self, scan_id: str, reason: str, *, requeued: bool = False) -> bool:
+        """Cancel a scan this process runs (without waiting); False when it runs here no more."""
+        rs = self.running.get(self.parse_id(scan_id))
+        if rs is None or rs.task is None or rs.task.done():
+            return False
+        if not rs.cancel_reason:
+            rs.cancel_reason, rs.requeued = reason, requeued
+        rs.task.cancel()
+        return True
+
+    async def wait(self, scan_id: str) -> common_pb2.Scan:
+        """Wait for a scan this process runs to end (its row and terminal event written); its final state."""
+        rs = self.running.get(self.parse_id(scan_id))
+        if rs is not None and rs.task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(rs.task)
+        return await self.get_scan(scan_id)
+
+    async def record_unstarted(
+        self,
+        *,
+        library_id: str,
+        server_id: str,
+        mode: common_pb2.ScanMode.ValueType,
+        force: bool,
+        job_id: str,
+        attempt: int,
+        status: common_pb2.ScanStatus.ValueType,
+        error: str,
+        code: str = "",
+    ) -> common_pb2.Scan:
+        """A job's scan that ended before it could run: FAILED (it cannot start, ``code`` says why) or CANCELLED
+        (cancelled before it started). Recorded and announced like any scan, so the scheduler learns of it."""
+        row = await self.repository.record(
+            library_id=library_id, server_id=server_id, mode=mode, force=force, job_id=job_id, trace_id=_trace_id(),
+            attempt=attempt, status=status, error=error,
+        )  # fmt: skip
+        feed = ScanFeed()
+        emitter = ScanEmitter(
+            scan_id=str(row.id), library_id=library_id, server_id=server_id, mode=mode, feed=feed,
+            publisher=self.publisher, job_id=job_id,
+        )  # fmt: skip
+        empty, no_stats = common_pb2.ScanCounts(), common_pb2.ScanStats()
+        if status == common_pb2.SCAN_STATUS_CANCELLED:
+            await emitter.started("", common_pb2.LIBRARY_KIND_UNSPECIFIED, replica=OWNER, attempt=attempt, force=force)
+            await emitter.cancelled(empty, error, no_stats)
+        else:
+            await emitter.failed(empty, error, "", code or "INTERNAL", no_stats)
+        self._finished[row.id] = feed
+        while len(self._finished) > RETAINED_FEEDS:
+            self._finished.popitem(last=False)
+        return to_proto(row)
 
     async def watch(self, scan_id: str) -> AsyncIterator[events_pb2.ScanEvent]:
         sid = self.parse_id(scan_id)

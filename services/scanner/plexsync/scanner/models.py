@@ -34,6 +34,14 @@ class ScanRow(Base):
     job_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     trace_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     counts: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    # `stats.ScanStats.to_json`: Plex requests and bytes, time per kind of work.
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    # The replica that ran the scan ("host:pid:boot", as in ScanStarted) and which delivery of its job it is
+    # (0 for a direct ScanLibrary call, which has no job).
+    replica: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # CANCELLED because its scanner stopped and handed the job back to the queue (so the job is not done).
+    requeued: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     error: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     # Which process runs the scan ("host:pid:boot-id") and when it last said so.
     owner: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
@@ -45,6 +53,7 @@ class ScanRow(Base):
     __table_args__ = (
         Index("ix_scans_library_id_create_time", "library_id", "create_time"),
         Index("ix_scans_create_time_id", "create_time", "id"),
+        Index("ix_scans_job_id", "job_id", postgresql_where=text("job_id <> ''")),
         Index(
             "uq_scans_active_library",
             "library_id",

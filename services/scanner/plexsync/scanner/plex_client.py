@@ -42,6 +42,7 @@ from plexsync.scanner.plex_models import (
     read_opt_int,
     total_size,
 )
+from plexsync.scanner.stats import ScanStats
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("plexsync.scanner.plex")
@@ -117,8 +118,11 @@ class PlexClient:
         backoff: float = 0.2,
         concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
+        stats: ScanStats | None = None,
     ) -> None:
         self._creds = credentials
+        # Requests, bytes and time per category, for the scan this client serves.
+        self.stats = stats if stats is not None else ScanStats()
         self._refresh = refresh
         self._refreshed = False
         self._refresh_lock = asyncio.Lock()
@@ -237,6 +241,7 @@ class PlexClient:
             self.requests += 1
             started = time.monotonic()
             status = 0
+            received = 0
             try:
                 try:
                     resp = await self._http.get(path, params=params, headers=headers)
@@ -245,6 +250,7 @@ class PlexClient:
                 except httpx.TransportError as exc:
                     raise _Retryable(f"connection failed ({type(exc).__name__})") from None
                 status = resp.status_code
+                received = len(resp.content)
                 span.set_attribute("http.response.status_code", status)
                 if status == 200:
                     body = resp.content
@@ -271,9 +277,10 @@ class PlexClient:
                 )
                 raise
             finally:
+                elapsed = time.monotonic() - started
+                self.stats.plex_request(endpoint, elapsed, received)
                 METRICS.plex_request_duration.record(
-                    time.monotonic() - started,
-                    {"plexsync.plex.endpoint": endpoint, "http.response.status_code": status},
+                    elapsed, {"plexsync.plex.endpoint": endpoint, "http.response.status_code": status}
                 )
 
     # ------------------------------------------------------------------ API

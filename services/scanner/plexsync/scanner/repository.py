@@ -13,6 +13,7 @@ import psutil
 from google.protobuf.json_format import MessageToDict, ParseDict
 from plexsync.common.errors import FailedPreconditionError
 from plexsync.scanner.models import ACTIVE_STATUSES, ScanRow
+from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import common_pb2
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +49,9 @@ def to_proto(row: ScanRow) -> common_pb2.Scan:
         error=row.error,
         job_id=row.job_id,
         trace_id=row.trace_id,
+        stats=ScanStats.from_json(row.stats).to_proto(),
+        replica=row.replica,
+        attempt=row.attempt,
     )
     scan.create_time.FromDatetime(row.create_time)
     if row.start_time is not None:
@@ -77,6 +81,10 @@ def owner_dead(owner: str) -> bool:
     return pid == os.getpid() or not _pid_alive(pid)
 
 
+class LibraryBusyError(FailedPreconditionError):
+    """The library has another scan running that is not abandoned: wait, it will end."""
+
+
 @dataclass
 class ScanRepository:
     engine: AsyncEngine
@@ -86,10 +94,18 @@ class ScanRepository:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create(
-        self, *, library_id: str, server_id: str, mode: int, force: bool, job_id: str, trace_id: str
+        self,
+        *,
+        library_id: str,
+        server_id: str,
+        mode: int,
+        force: bool,
+        job_id: str,
+        trace_id: str,
+        attempt: int = 0,
     ) -> ScanRow:
         """Insert a RUNNING scan; FAILED_PRECONDITION while another scan of the library is active."""
-        for attempt in range(2):
+        for retry in range(2):
             row = ScanRow(
                 id=uuid.uuid4(),
                 library_id=library_id,
@@ -100,8 +116,11 @@ class ScanRepository:
                 job_id=job_id,
                 trace_id=trace_id,
                 counts={},
+                stats={},
                 error="",
                 owner=OWNER,
+                replica=OWNER,
+                attempt=attempt,
                 heartbeat_at=now(),
                 create_time=now(),
                 start_time=now(),
@@ -114,15 +133,48 @@ class ScanRepository:
                 active = await self.active_for_library(library_id)
                 if active is None:
                     continue
-                if attempt == 0 and self._abandoned(active):
+                if retry == 0 and self._abandoned(active):
                     await self.mark_failed(active.id, "the scanner running this scan stopped; marked failed")
                     continue
-                raise FailedPreconditionError(
+                raise LibraryBusyError(
                     f"library {library_id} already has scan {active.id} running (started "
                     f"{active.create_time.isoformat(timespec='seconds')}); wait for it to end or cancel it "
                     "with CancelScan"
                 ) from None
-        raise FailedPreconditionError(f"library {library_id} has another scan starting; try again")
+        raise LibraryBusyError(f"library {library_id} has another scan starting; try again")
+
+    async def record(
+        self,
+        *,
+        library_id: str,
+        server_id: str,
+        mode: int,
+        force: bool,
+        job_id: str,
+        trace_id: str,
+        attempt: int,
+        status: int,
+        error: str,
+    ) -> ScanRow:
+        """Insert a scan that ended before it ran (a job that could not start, or was cancelled first), so the
+        job's history and its scheduler see what became of it."""
+        at = now()
+        row = ScanRow(
+            id=uuid.uuid4(), library_id=library_id, server_id=server_id, mode=mode, status=status, force=force,
+            job_id=job_id, trace_id=trace_id, counts={}, stats={}, error=error, owner=OWNER, replica=OWNER,
+            attempt=attempt, heartbeat_at=at, create_time=at, start_time=at, end_time=at,
+        )  # fmt: skip
+        async with self._sessions.begin() as session:
+            session.add(row)
+        return row
+
+    async def for_job(self, job_id: str) -> list[ScanRow]:
+        """The scans run for a scheduler job (one per delivery that got that far), oldest first."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(ScanRow).where(ScanRow.job_id == job_id).order_by(ScanRow.create_time, ScanRow.id)
+            )
+            return list(result.scalars())
 
     def _abandoned(self, row: ScanRow) -> bool:
         if owner_dead(row.owner):
@@ -141,14 +193,27 @@ class ScanRepository:
         async with self._sessions.begin() as session:
             await session.execute(update(ScanRow).where(ScanRow.id == scan_id).values(**values))
 
-    async def heartbeat(self, scan_id: uuid.UUID, counts: common_pb2.ScanCounts) -> None:
-        await self.update(scan_id, counts=counts_to_json(counts), heartbeat_at=now())
+    async def heartbeat(self, scan_id: uuid.UUID, counts: common_pb2.ScanCounts, stats: ScanStats) -> None:
+        await self.update(scan_id, counts=counts_to_json(counts), stats=stats.to_json(), heartbeat_at=now())
 
     async def finish(
-        self, scan_id: uuid.UUID, status: int, counts: common_pb2.ScanCounts, error: str = ""
+        self,
+        scan_id: uuid.UUID,
+        status: int,
+        counts: common_pb2.ScanCounts,
+        error: str = "",
+        stats: ScanStats | None = None,
+        requeued: bool = False,
     ) -> ScanRow | None:
         await self.update(
-            scan_id, status=status, counts=counts_to_json(counts), error=error, end_time=now(), heartbeat_at=now()
+            scan_id,
+            status=status,
+            requeued=requeued,
+            counts=counts_to_json(counts),
+            stats=(stats or ScanStats()).to_json(),
+            error=error,
+            end_time=now(),
+            heartbeat_at=now(),
         )
         return await self.get(scan_id)
 

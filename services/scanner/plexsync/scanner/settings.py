@@ -24,3 +24,9 @@ class ScannerSettings(CommonSettings):
     plex_backoff_seconds: float = Field(default=0.2, gt=0, validation_alias="PLEXSYNC_PLEX_BACKOFF_SECONDS")
     plex_format: Literal["json", "xml"] = Field(default="json", validation_alias="PLEXSYNC_PLEX_FORMAT")
     scan_stale_seconds: float = Field(default=60.0, gt=0, validation_alias="PLEXSYNC_SCAN_STALE_SECONDS")
+    # Jobs from the scheduler's work queue (jobs.py).
+    scan_max_jobs: int = Field(default=2, ge=1, le=64, validation_alias="PLEXSYNC_SCAN_MAX_JOBS")
+    scan_job_ack_wait_seconds: float = Field(
+        default=30.0, ge=1.0, le=3600.0, validation_alias="PLEXSYNC_SCAN_JOB_ACK_WAIT_SECONDS"
+    )
+    scan_job_max_deliver: int = Field(default=3, ge=1, le=100, validation_alias="PLEXSYNC_SCAN_JOB_MAX_DELIVER")
