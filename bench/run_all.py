@@ -19,11 +19,13 @@ FULL = [
     ["fakeplex_throughput.py", "--client", "aiohttp"],
     ["catalog_ingest.py"],
     ["scan.py", "--sizes", "2"],
+    ["scale_out.py"],
 ]
 QUICK = [
     ["fakeplex_throughput.py", "--client", "aiohttp", "--seconds", "2", "--runs", "1"],
     ["catalog_ingest.py", "--items", "5000", "--baseline-items", "1000"],
     ["scan.py", "--movies", "1000", "--shows", "10"],
+    ["scale_out.py", "--quick"],
 ]
 
 

@@ -73,7 +73,7 @@ def _group(proc: psutil.Process) -> str | None:
         cmd = " ".join(proc.cmdline())
     except psutil.Error:
         return None
-    for name in ("scanner", "catalog", "fakeplex", "auth"):
+    for name in ("scanner", "catalog", "fakeplex", "auth", "scheduler"):
         if f"plexsync.{name}" in cmd:
             return name
     if "multiprocessing" in cmd:  # a worker process: the catalog's ingest worker or the scanner's listing worker

@@ -34,6 +34,8 @@ def test_cli_subprocess(tmp_path: Path) -> None:
             "1",
             "--seed",
             "9",
+            "--latency-ms",
+            "5",
             "--ready-file",
             str(ready),
         ],
@@ -52,7 +54,7 @@ def test_cli_subprocess(tmp_path: Path) -> None:
             headers={"X-Plex-Token": "tok", "Accept": "application/json"},
         )
         assert r.json()["MediaContainer"]["totalSize"] == 12
-        assert info["counts"]["episode"] == 2
+        assert info["counts"]["episode"] == 2 and info["latency_ms"] == 5
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)

@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pin-ttl", type=int, default=1800, help="PIN lifetime in seconds")
     p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="delay every Plex/plex.tv request (not control calls) this long, like a server over a network",
+    )
+    p.add_argument("--latency-jitter-ms", type=float, default=None, help="up to this much more (default: 10%%)")
+    p.add_argument(
         "--ready-file",
         default=None,
         help="written once listening (JSON: url, control_url, token, connections, tls_ca_file, ...)",
@@ -57,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.latency_ms < 0 or (args.latency_jitter_ms or 0) < 0:
+        parser.error("--latency-ms and --latency-jitter-ms must not be negative")
     if args.library_spec:
         spec = LibrarySpec.from_json(args.library_spec)
     else:
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         tls_listen=args.tls_listen or None,
         tls_ca_file=args.tls_ca_file or None,
         request_log_size=args.request_log_size,
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
     )
 
     def ready(server: FakePlex) -> None:

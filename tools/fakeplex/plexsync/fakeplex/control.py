@@ -95,6 +95,28 @@ class FakePlexControl:
         body = {"media_index": media_index, "part_index": part_index, "file": file, "size": size}
         return dict(await self._call("POST", f"/items/{rating_key}/replace-file", body))
 
+    # sections
+    async def add_section(
+        self,
+        kind: Literal["movie", "show", "other"],
+        title: str | None = None,
+        *,
+        count: int = 0,
+        seasons: int = 0,
+        episodes: int = 0,
+        collections: int = 0,
+    ) -> dict[str, Any]:
+        """Add a library section with ``count`` generated movies/shows/videos (``seasons`` per show, ``episodes``
+        per season), as a Plex user adding a library. Returns it as ``/library/sections`` lists it, plus its
+        ``counts`` by type; ``int(section["key"])`` is its key."""
+        body = {"kind": kind, "title": title, "count": count, "seasons": seasons, "episodes": episodes,
+                "collections": collections}  # fmt: skip
+        return dict(await self._call("POST", "/sections", body))
+
+    async def remove_section(self, key: int | str) -> None:
+        """Delete a section and all its items (a library removed in Plex)."""
+        await self._call("DELETE", f"/sections/{key}")
+
     # tokens and pins
     async def add_token(self, token: str | None = None) -> str:
         return str((await self._call("POST", "/tokens", {"token": token}))["token"])
@@ -148,6 +170,11 @@ class FakePlexControl:
 
     async def clear_faults(self) -> None:
         await self._call("DELETE", "/faults")
+
+    async def set_latency(self, latency_ms: float, *, jitter_ms: float | None = None) -> None:
+        """The base latency of every Plex request (``--latency-ms``; jitter defaults to 10%); 0 turns it off.
+        Unlike fault rules it survives ``reset()`` and ``clear_faults()``."""
+        await self._call("PUT", "/latency", {"latency_ms": latency_ms, "jitter_ms": jitter_ms})
 
     async def set_listed(self, listed: bool) -> None:
         """Put the server in (True) or take it out of (False) plex.tv's ``/api/v2/resources`` list."""

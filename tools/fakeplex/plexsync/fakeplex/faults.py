@@ -1,7 +1,10 @@
 """Fault injection: the ways a real Plex server or network misbehaves, on demand and reproducibly.
 
 Rules are evaluated in order for every non-control request; each draws from one seeded RNG, so the
-same seed and the same request sequence give the same faults.
+same seed and the same request sequence give the same faults. A base latency (``--latency-ms``: the
+network between a client and a real server) is a latency rule of its own that applies to every request,
+survives ``reset``/``configure`` and draws its jitter from its own RNG, so it never shifts the faults'
+sequence.
 """
 
 from __future__ import annotations
@@ -59,9 +62,18 @@ class FaultInjector:
     seed: int = 0
     rules: list[FaultRule] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
+    base: FaultRule | None = None
+    base_rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         self.rng.seed(self.seed)
+        self.base_rng.seed(self.seed)
+
+    def set_base_latency(self, latency_ms: float, jitter_ms: float = 0.0) -> None:
+        """Delay every request by ``latency_ms`` plus up to ``jitter_ms`` (0 turns it off)."""
+        if latency_ms < 0 or jitter_ms < 0:
+            raise ValueError("latency and jitter must not be negative")
+        self.base = FaultRule("latency", latency_ms=latency_ms, jitter_ms=jitter_ms) if latency_ms else None
 
     def configure(self, rules: list[FaultRule], seed: int | None = None) -> None:
         self.rules = rules
@@ -78,6 +90,11 @@ class FaultInjector:
 
     def decide(self, path: str) -> Decision:
         dec = Decision()
+        base = self.base
+        if base is not None:
+            jitter = self.base_rng.uniform(0, base.jitter_ms) if base.jitter_ms else 0.0
+            dec.delay_s = (base.latency_ms + jitter) / 1000.0
+            base.fired += 1
         if not self.rules:
             return dec
         for rule in self.rules:

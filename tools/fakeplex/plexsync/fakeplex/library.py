@@ -22,6 +22,7 @@ from plexsync.fakeplex import generate as gen
 
 ItemType = Literal["movie", "show", "season", "episode", "collection"]
 SectionKind = Literal["movie", "show", "other"]
+SECTION_KINDS: tuple[str, ...] = ("movie", "show", "other")
 TYPE_NUMBERS: dict[str, int] = {"movie": 1, "show": 2, "season": 3, "episode": 4, "collection": 18}
 TYPE_NAMES: dict[int, str] = {v: k for k, v in TYPE_NUMBERS.items()}
 LISTING_TAG_LIMITS = {"Genre": 2, "Country": 2, "Director": 1, "Writer": 1, "Role": 3}
@@ -42,6 +43,27 @@ class SectionSpec:
     seasons: int = 0
     episodes: int = 0
     collections: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SectionSpec:
+        """A section from JSON (``kind`` or ``type``); bad kinds and negative sizes are a ValueError, not a
+        half-built library."""
+        kind = data.get("kind", data.get("type"))
+        if kind not in SECTION_KINDS:
+            raise ValueError(f"kind must be one of {SECTION_KINDS}, not {kind!r}")
+        title = data.get("title") or str(kind).title()
+        if not isinstance(title, str):
+            raise ValueError("title must be a string")
+        sizes: dict[str, int] = {}
+        for name in ("count", "seasons", "episodes", "collections"):
+            raw = data.get(name, 0)
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError(f"{name} must be an integer")
+            value = int(raw)
+            if value < 0:
+                raise ValueError(f"{name} must not be negative")
+            sizes[name] = value
+        return cls(kind=cast(SectionKind, kind), title=title, **sizes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +107,7 @@ class LibrarySpec:
                 text = Path(text).read_text(encoding="utf-8")
             data = json.loads(text)
         assert isinstance(data, dict)
-        sections = tuple(
-            SectionSpec(
-                kind=s["kind"] if "kind" in s else s["type"],
-                title=s.get("title") or str(s.get("kind", s.get("type"))).title(),
-                count=int(s.get("count", 0)),
-                seasons=int(s.get("seasons", 0)),
-                episodes=int(s.get("episodes", 0)),
-                collections=int(s.get("collections", 0)),
-            )
-            for s in data.get("sections", [])
-        )
+        sections = tuple(SectionSpec.from_dict(s) for s in data.get("sections", []))
         return cls(seed=int(data.get("seed", 1)), sections=sections)
 
 
@@ -201,6 +213,7 @@ class Library:
         self.nodes: dict[int, Node] = {}
         self.version = 0  # bumped by every mutation; response caches key on it
         self._next_rk = 1
+        self._next_section = 1
         self._new_ids = itertools.count(_NEW_ID_BASE)
         self._content_cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._list_cache: dict[tuple[int, int], list[int]] = {}
@@ -213,75 +226,83 @@ class Library:
         return rk
 
     def _build(self) -> None:
+        for spec in self.spec.sections:
+            created = gen.BASE_TS - 86400 * (10 - min(self._next_section, 9))
+            self._generate_section(spec, created, gen.BASE_TS + gen.SPAN_TS)
+
+    def _generate_section(self, spec: SectionSpec, created_at: int, updated_at: int) -> Section:
+        """Generate one section and its items. Section keys and rating keys only ever grow, as on Plex, so a
+        section added at run time never reuses a key a deleted one had (clients' caches stay honest)."""
         seed = self.seed
-        for n, spec in enumerate(self.spec.sections, start=1):
-            path = {"movie": "/data/movies", "show": "/data/tv", "other": "/data/other"}[spec.kind]
-            path = path if n <= 3 else f"{path}{n}"
-            created = gen.BASE_TS - 86400 * (10 - min(n, 9))
-            sec = Section(
-                key=n,
-                kind=spec.kind,
-                title=spec.title,
-                uuid=str(uuid.UUID(int=gen._rng(seed, "section", n).getrandbits(128), version=4)),
-                path=path,
-                created_at=created,
-                updated_at=gen.BASE_TS + gen.SPAN_TS,
+        n = self._next_section
+        self._next_section += 1
+        path = {"movie": "/data/movies", "show": "/data/tv", "other": "/data/other"}[spec.kind]
+        path = path if n <= 3 else f"{path}{n}"
+        sec = Section(
+            key=n,
+            kind=spec.kind,
+            title=spec.title,
+            uuid=str(uuid.UUID(int=gen._rng(seed, "section", n).getrandbits(128), version=4)),
+            path=path,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+        self.sections[n] = sec
+        for _ in range(spec.count):
+            rk = self._rk()
+            kind = "other" if spec.kind == "other" else spec.kind
+            sk = gen.skeleton(seed, kind, rk)
+            added = gen.added_at(seed, rk)
+            node = Node(
+                rk,
+                "show" if spec.kind == "show" else "movie",
+                n,
+                sk.title,
+                sk.year,
+                sk.network,
+                added_at=added,
+                updated_at=added + 3600,
             )
-            self.sections[n] = sec
-            for _ in range(spec.count):
-                rk = self._rk()
-                kind = "other" if spec.kind == "other" else spec.kind
-                sk = gen.skeleton(seed, kind, rk)
-                added = gen.added_at(seed, rk)
-                node = Node(
-                    rk,
-                    "show" if spec.kind == "show" else "movie",
-                    n,
-                    sk.title,
-                    sk.year,
-                    sk.network,
-                    added_at=added,
-                    updated_at=added + 3600,
-                )
-                self.nodes[rk] = node
-                sec.items.append(rk)
-                if spec.kind == "show":
-                    for s in range(1, spec.seasons + 1):
-                        srk = self._rk()
-                        season = Node(
-                            srk,
-                            "season",
-                            n,
-                            "Season " + str(s),
-                            parent=rk,
-                            index=s,
-                            added_at=added,
-                            updated_at=added + 3600,
+            self.nodes[rk] = node
+            sec.items.append(rk)
+            if spec.kind == "show":
+                for s in range(1, spec.seasons + 1):
+                    srk = self._rk()
+                    season = Node(
+                        srk,
+                        "season",
+                        n,
+                        "Season " + str(s),
+                        parent=rk,
+                        index=s,
+                        added_at=added,
+                        updated_at=added + 3600,
+                    )
+                    self.nodes[srk] = season
+                    node.children.append(srk)
+                    for e in range(1, spec.episodes + 1):
+                        erk = self._rk()
+                        eadded = added + s * 86400 * 7 + e * 3600
+                        etitle = gen.episode_title(seed, erk, e)
+                        self.nodes[erk] = Node(
+                            erk, "episode", n, etitle, parent=srk, index=e, added_at=eadded, updated_at=eadded + 600
                         )
-                        self.nodes[srk] = season
-                        node.children.append(srk)
-                        for e in range(1, spec.episodes + 1):
-                            erk = self._rk()
-                            eadded = added + s * 86400 * 7 + e * 3600
-                            etitle = gen.episode_title(seed, erk, e)
-                            self.nodes[erk] = Node(
-                                erk, "episode", n, etitle, parent=srk, index=e, added_at=eadded, updated_at=eadded + 600
-                            )
-                            season.children.append(erk)
-                            season.updated_at = max(season.updated_at, eadded + 600)
-                        node.updated_at = max(node.updated_at, season.updated_at)
-            self._sort_section(sec)
-            pool = list(sec.items)
-            for _ in range(spec.collections):
-                crk = self._rk()
-                content = gen.collection_content(seed, crk, sec.type)
-                added = gen.added_at(seed, crk)
-                coll = Node(crk, "collection", n, content["title"], added_at=added, updated_at=added + 60)
-                coll.children = gen.pick_members(seed, crk, pool, 2, 12)
-                for member in coll.children:
-                    self.nodes[member].collections.append(crk)
-                self.nodes[crk] = coll
-                sec.collections.append(crk)
+                        season.children.append(erk)
+                        season.updated_at = max(season.updated_at, eadded + 600)
+                    node.updated_at = max(node.updated_at, season.updated_at)
+        self._sort_section(sec)
+        pool = list(sec.items)
+        for _ in range(spec.collections):
+            crk = self._rk()
+            content = gen.collection_content(seed, crk, sec.type)
+            added = gen.added_at(seed, crk)
+            coll = Node(crk, "collection", n, content["title"], added_at=added, updated_at=added + 60)
+            coll.children = gen.pick_members(seed, crk, pool, 2, 12)
+            for member in coll.children:
+                self.nodes[member].collections.append(crk)
+            self.nodes[crk] = coll
+            sec.collections.append(crk)
+        return sec
 
     def _sort_section(self, sec: Section) -> None:
         sec.items.sort(key=lambda rk: (gen.sort_title(self.nodes[rk].title).casefold(), rk))
@@ -594,6 +615,35 @@ class Library:
         events = [self._event(node, 0, "created")]
         events += self._touch(node)
         return rk, events
+
+    def add_section(self, spec: SectionSpec) -> Section:
+        """Add a library section with generated items, as when a Plex user adds a library and it is scanned:
+        the same generator as the initial sections, new section and rating keys."""
+        now = int(time.time())
+        sec = self._generate_section(spec, now, now)
+        self._changed()
+        return sec
+
+    def remove_section(self, key: int) -> list[Event]:
+        """Delete a section and every item in it (a library removed in Plex)."""
+        sec = self.section(key)
+        doomed = [rk for rk, n in self.nodes.items() if n.section_key == key]
+        events = [self._event(self.nodes[rk], 9, "deleted") for rk in sec.items + sec.collections]
+        for rk in doomed:
+            del self.nodes[rk]
+            self._content_cache.pop(rk, None)
+        del self.sections[key]
+        self._changed()
+        return events
+
+    def section_counts(self, key: int) -> dict[str, int]:
+        """Items of one section by type (the control API's answer to a new section)."""
+        self.section(key)
+        out = {k: 0 for k in TYPE_NUMBERS}
+        for n in self.nodes.values():
+            if n.section_key == key:
+                out[n.type] += 1
+        return out
 
     def _apply_fields(self, node: Node, content: dict[str, Any], fields: dict[str, Any]) -> None:
         for k, v in fields.items():

@@ -31,7 +31,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDictProxy
 from plexsync.fakeplex import render
 from plexsync.fakeplex.faults import FaultInjector, FaultRule
-from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec
+from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec, SectionSpec
 from plexsync.fakeplex.plextv import PlexTvHandlers, PlexTvState
 from plexsync.fakeplex.tls import TlsMaterial, generate
 from yarl import URL
@@ -128,6 +128,8 @@ class FakePlex:
         tls_dir: str | Path | None = None,
         tls_ca_file: str | Path | None = None,
         request_log_size: int = 2000,
+        latency_ms: float = 0.0,
+        latency_jitter_ms: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -141,6 +143,10 @@ class FakePlex:
         self.library.machine_identifier = self.machine_identifier
         self.friendly_name = friendly_name
         self.faults = FaultInjector(seed=fault_seed)
+        if latency_ms:
+            self.faults.set_base_latency(
+                latency_ms, latency_ms / 10 if latency_jitter_ms is None else latency_jitter_ms
+            )
         self.counters: Counter[str] = Counter()
         self.plextv = PlexTvState(self.account_token, pin_ttl, pin_auto_approve_after, seed)
         self._remote_host = remote
@@ -290,10 +296,13 @@ class FakePlex:
             web.put(CONTROL_PREFIX + "/faults", self.c_faults_set),
             web.post(CONTROL_PREFIX + "/faults", self.c_faults_add),
             web.delete(CONTROL_PREFIX + "/faults", self.c_faults_clear),
+            web.put(CONTROL_PREFIX + "/latency", self.c_latency),
             web.post(CONTROL_PREFIX + "/items", self.c_item_add),
             web.get(CONTROL_PREFIX + "/items/{rk}", self.c_item_get),
             web.patch(CONTROL_PREFIX + "/items/{rk}", self.c_item_change),
             web.delete(CONTROL_PREFIX + "/items/{rk}", self.c_item_delete),
+            web.post(CONTROL_PREFIX + "/sections", self.c_section_add),
+            web.delete(CONTROL_PREFIX + "/sections/{key}", self.c_section_remove),
             web.post(CONTROL_PREFIX + "/items/{rk}/move", self.c_item_move),
             web.post(CONTROL_PREFIX + "/items/{rk}/media", self.c_item_media),
             web.post(CONTROL_PREFIX + "/items/{rk}/replace-file", self.c_item_replace),
@@ -931,6 +940,7 @@ class FakePlex:
             "tokens": sorted(self.tokens),
             "connections": self.connections(),
             "counts": self.library.counts(),
+            "latency_ms": self.faults.base.latency_ms if self.faults.base is not None else 0.0,
             "listeners": {
                 n: {"uri": lst.uri, "state": lst.state, "delay_ms": lst.delay_s * 1000}
                 for n, lst in self.listeners.items()
@@ -958,7 +968,8 @@ class FakePlex:
         return self._ok({})
 
     async def c_faults_get(self, request: web.Request) -> web.Response:
-        return self._ok({"seed": self.faults.seed, "rules": [r.to_dict() for r in self.faults.rules]})
+        base = self.faults.base.to_dict() if self.faults.base is not None else None
+        return self._ok({"seed": self.faults.seed, "rules": [r.to_dict() for r in self.faults.rules], "base": base})
 
     async def c_faults_set(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -974,6 +985,16 @@ class FakePlex:
     async def c_faults_clear(self, request: web.Request) -> web.Response:
         self.faults.reset()
         return self._ok({})
+
+    async def c_latency(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        try:
+            latency = float(b.get("latency_ms", 0))
+            jitter = float(b["jitter_ms"]) if b.get("jitter_ms") is not None else latency / 10
+        except (TypeError, ValueError):
+            raise web.HTTPBadRequest(text="latency_ms and jitter_ms must be numbers") from None
+        self._mutate(lambda: self.faults.set_base_latency(latency, jitter))
+        return self._ok({"latency_ms": latency, "jitter_ms": jitter if latency else 0.0})
 
     async def c_item_add(self, request: web.Request) -> web.Response:
         b = await self._body(request)
@@ -1031,6 +1052,17 @@ class FakePlex:
             )
         )
         return self._ok(self.library.render(rk, include_chapters=True))
+
+    async def c_section_add(self, request: web.Request) -> web.Response:
+        b = await self._body(request)
+        spec = self._mutate(lambda: SectionSpec.from_dict(b))
+        sec = self.library.add_section(spec)
+        return self._ok(sec.to_plex() | {"counts": self.library.section_counts(sec.key)}, 201)
+
+    async def c_section_remove(self, request: web.Request) -> web.Response:
+        key = self._int(request, "key")
+        self.publish(self._mutate(lambda: self.library.remove_section(key)))
+        return self._ok({})
 
     async def c_token_add(self, request: web.Request) -> web.Response:
         b = await self._body(request)
