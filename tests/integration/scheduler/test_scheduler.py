@@ -368,6 +368,33 @@ async def test_killing_the_leading_scheduler_hands_the_lead_over_within_5_second
     cluster["scheduler"].start(leader_port)
 
 
+async def test_a_stopped_leader_gives_the_lead_away_at_once_and_exits_cleanly(
+    cluster: dict[str, Replicas], service_stack: ServiceStack
+) -> None:
+    replicas = cluster["scheduler"]
+    statuses = {}
+    for port in list(replicas.children):
+        channel, stub = scheduler_at(service_stack, port)
+        async with channel:
+            statuses[port] = await stub.GetSchedulerStatus(scheduler_pb2.GetSchedulerStatusRequest())
+    leader_port = next(p for p, st in statuses.items() if st.is_leader)
+    survivor = next(p for p in statuses if p != leader_port)
+    leader = replicas.children.pop(leader_port)
+    assert leader.popen is not None
+    os.kill(leader.pid, signal.SIGTERM)
+    stopped_at = time.monotonic()
+    channel, stub = scheduler_at(service_stack, survivor)
+    async with channel:
+
+        async def leads() -> bool:
+            return bool((await stub.GetSchedulerStatus(scheduler_pb2.GetSchedulerStatusRequest())).is_leader)
+
+        await eventually(leads, 3, "the other scheduler leads soon after SIGTERM")
+    assert time.monotonic() - stopped_at < 3
+    assert await asyncio.to_thread(leader.popen.wait, 15) == 0, "the stopped scheduler exits cleanly"
+    replicas.start(leader_port)
+
+
 async def test_a_library_added_in_plex_is_enumerated_and_scanned_by_schedule_alone(
     stubs: dict[str, Any], fakes: list[dict[str, Any]]
 ) -> None:

@@ -75,6 +75,7 @@ class ServiceApp:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._stop_hooks: list[Callable[[], object]] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.port = 0
@@ -83,6 +84,11 @@ class ServiceApp:
         """Register a servicer under its full name (for health and reflection)."""
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
+
+    def on_stop_requested(self, hook: Callable[[], object]) -> None:
+        """Run `hook` the moment SIGTERM arrives, before in-flight calls drain (e.g. stop taking queued work and
+        hand running work back, so another replica starts it while this one drains)."""
+        self._stop_hooks.append(hook)
 
     def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run `hook` after in-flight calls have drained (close pools, flush telemetry)."""
@@ -106,6 +112,12 @@ class ServiceApp:
             await self.health.set(service, status)
 
     def request_stop(self) -> None:
+        if not self._stop.is_set():
+            for hook in self._stop_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("stop hook failed")
         self._stop.set()
 
     async def run(self, ready: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:

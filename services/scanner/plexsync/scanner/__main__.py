@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import gc
 import logging
-import signal
 import sys
 
 from plexsync.common.clients import peer_channel
@@ -65,14 +64,7 @@ async def serve(settings: ScannerSettings) -> None:
         runners.append(runner)
         # At SIGTERM, stop taking jobs and hand the running ones back at once, not after the gRPC drain (which may
         # wait for watchers): another replica starts them meanwhile.
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            runner.begin_close()
-            app.request_stop()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
+        app.on_stop_requested(runner.begin_close)
         # A scan allocates millions of short-lived, acyclic objects (parsed pages, protobufs); with the default
         # thresholds the cyclic GC keeps re-traversing everything imported at start-up, ~20-30% of a listing's
         # parse time. Freeze that heap (it lives as long as the process) and collect the young less often.

@@ -116,6 +116,14 @@ async def serve(settings: SchedulerSettings) -> None:
         servicer.attach(scheduler, bus)
         background.append(asyncio.create_task(LeaderLoop(scheduler, lease, settings).run(), name="leader"))
 
+        def step_down() -> None:
+            # At SIGTERM give the lead away at once (a follower takes it within a poll), not after the drain.
+            background[0].cancel()
+            scheduler.is_leader = False
+            background.append(asyncio.create_task(lease.release(), name="lease-release"))
+
+        app.on_stop_requested(step_down)
+
     async def close() -> None:
         for task in background:
             task.cancel()

@@ -82,7 +82,8 @@ class ScanReports:
         self.on_event = on_event
         self.on_exhausted = on_exhausted
         self._task: asyncio.Task[None] | None = None
-        self._advisory: object | None = None
+        self._advisory: Any = None
+        self._subscription: Any = None
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -106,6 +107,7 @@ class ScanReports:
         self._advisory = await self.bus.nc.subscribe(
             max_deliveries_advisory(self.bus.jobs_stream, SCAN_JOB_CONSUMER), cb=exhausted
         )
+        self._subscription = subscription
         self._task = asyncio.create_task(self._pull(subscription), name="scan-reports")
 
     async def _pull(self, subscription: object) -> None:
@@ -146,9 +148,11 @@ class ScanReports:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        if self._advisory is not None:
-            with contextlib.suppress(Exception):
-                await self._advisory.unsubscribe()  # type: ignore[attr-defined]
+        # Unsubscribed here, so the connection's drain at shutdown has nothing of ours left to wait for.
+        for sub in (self._subscription, self._advisory):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
 
 class ChangeFeed:
