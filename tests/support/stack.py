@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import nats
 import psycopg
+from nats.js.errors import NotFoundError
 from plexsync.common.clients import service_channel
 from plexsync.common.db import libpq_url
 from plexsync.devstack.infra import free_port
@@ -82,3 +84,18 @@ class ServiceStack:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+
+
+async def reset_jetstream(nats_url: str, streams: tuple[str, ...] = ("PLEXSYNC_JOBS", "PLEXSYNC_EVENTS")) -> None:
+    """Delete plexsync's streams (and so their consumers): test modules share one NATS, and a module whose services
+    consume events or jobs must not be handed another module's (the services create the streams again)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for stream in streams:
+            try:
+                await js.delete_stream(stream)
+            except NotFoundError:
+                pass
+    finally:
+        await nc.close()

@@ -41,7 +41,7 @@ from plexsync.v1 import (
 )
 
 from tests.integration.scanner.support import fakeplex_process
-from tests.support.stack import ServiceStack
+from tests.support.stack import ServiceStack, reset_jetstream
 
 pytestmark = pytest.mark.timeout(240)
 T = TypeVar("T")
@@ -131,7 +131,8 @@ def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, A
 
 
 @pytest.fixture(scope="module")
-def cluster(service_stack: ServiceStack, fakes: list[dict[str, Any]]) -> Iterator[dict[str, Replicas]]:
+def cluster(service_stack: ServiceStack, fakes: list[dict[str, Any]], nats_url: str) -> Iterator[dict[str, Replicas]]:
+    asyncio.run(reset_jetstream(nats_url))
     service_stack.extra_env["PLEXSYNC_TOKEN_KEYS"] = "t1:" + base64.b64encode(secrets.token_bytes(32)).decode()
     for name in ("catalog", "auth", "scanner", "scheduler"):
         service_stack.reserve(name)
