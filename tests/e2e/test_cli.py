@@ -1,19 +1,29 @@
-"""The `plexsync` command against real services: every command group, --json output, and error cases."""
+"""The `plexsync` command against real services: every command group, --json output, and error cases.
+
+The scheduler runs with a tick of an hour at first, so nothing is scanned on its own while the tests check
+what manual syncs did; the scheduled-scan test restarts it with a one-second tick.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from plexsync.devstack.process import ChildProcess, start_fakeplex
+from plexsync.fakeplex.control import FakePlexControl
 
 from tests.support.stack import ServiceStack
+
+SERVICES = ("catalog", "auth", "scanner", "scheduler")
+NO_SUCH_ID = "00000000-0000-0000-0000-000000000000"
 
 FAKEPLEX_ARGS = [
     *("--movies", "30", "--shows", "2", "--seasons", "2", "--episodes", "3", "--other-videos", "4", "--seed", "11"),
@@ -38,27 +48,57 @@ def stack(service_stack: ServiceStack, fakeplex: tuple[ChildProcess, dict[str, A
     service_stack.extra_env.update(
         {"PLEXSYNC_PLEX_TV_URL": fakeplex[1]["url"], "PLEXSYNC_TOKEN_KEYS": f"k1:{new_key()}"}
     )
-    for name in ("catalog", "auth", "scanner"):
+    for name in SERVICES:
         service_stack.reserve(name)
-    service_stack.start("catalog")
-    service_stack.start("auth")
-    service_stack.start("scanner")
+    for name in SERVICES[:-1]:
+        service_stack.start(name)
+    service_stack.start("scheduler", PLEXSYNC_SCHEDULER_TICK_SECONDS="3600")
     return service_stack
 
 
-def run_cli(stack: ServiceStack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli_env(stack: ServiceStack, env: dict[str, str] | None = None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PLEXSYNC_")}
     base.update({f"PLEXSYNC_{name.upper()}_ADDR": address for name, address in stack.addresses.items()})
     base["PLEXSYNC_CLI_TOKEN"] = stack.tokens["cli"]
     base.update(env or {})
-    return subprocess.run([sys.executable, "-m", "plexsync.cli", *args], env=base, text=True, capture_output=True,
-                          timeout=120)  # fmt: skip
+    return base
+
+
+def run_cli(stack: ServiceStack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "plexsync.cli", *args], env=cli_env(stack, env), text=True,
+                          capture_output=True, timeout=120)  # fmt: skip
 
 
 def cli_json(stack: ServiceStack, *args: str) -> Any:
     result = run_cli(stack, *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.3)
+    pytest.fail(f"no {what} within {timeout:.0f}s")
+
+
+def set_plex_latency(fakeplex: tuple[ChildProcess, dict[str, Any]], latency_ms: float) -> None:
+    async def apply() -> None:
+        async with FakePlexControl(fakeplex[1]["url"]) as control:
+            await control.set_latency(latency_ms)
+
+    asyncio.run(apply())
+
+
+def library_ids(stack: ServiceStack) -> dict[str, str]:
+    """Library id by kind label: movies, shows, other_videos."""
+    return {
+        lib["kind"].removeprefix("LIBRARY_KIND_").lower(): lib["id"] for lib in cli_json(stack, "libraries", "list")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +138,12 @@ def test_libraries_paths_sync_items_stats(stack: ServiceStack, server_id: str, t
     shows = libraries["LIBRARY_KIND_SHOWS"]
     assert cli_json(stack, "libraries", "remote-streaming", shows["id"], "on")["remote_streaming_enabled"] is True
 
-    scans = cli_json(stack, "sync", "--server", server_id, "--wait")
-    assert len(scans) == 3
-    assert {s["status"] for s in scans} == {"SCAN_STATUS_COMPLETED"}
-    assert sum(int(s["counts"].get("added", 0)) for s in scans) == 30 + 4 + 2 + 4 + 12
+    jobs = cli_json(stack, "sync", "--server", server_id, "--wait")
+    assert len(jobs) == 3
+    assert {j["status"] for j in jobs} == {"JOB_STATUS_SUCCEEDED"}
+    assert {j["library_id"] for j in jobs} == {lib["id"] for lib in libraries.values()}
+    assert all(j["scan_id"] and j["trigger"] == "JOB_TRIGGER_MANUAL" and j["triggered_by"] == "cli" for j in jobs)
+    assert sum(int(j["counts"].get("added", 0)) for j in jobs) == 30 + 4 + 2 + 4 + 12
 
     stats = cli_json(stack, "stats")
     by_kind: dict[str, int] = {}
@@ -127,9 +169,129 @@ def test_libraries_paths_sync_items_stats(stack: ServiceStack, server_id: str, t
     shown = run_cli(stack, "items", "show", first["id"])
     assert shown.returncode == 0 and first["title"] in shown.stdout
 
-    jobs = cli_json(stack, "jobs", "list")
-    assert {j["id"] for j in scans} <= {j["id"] for j in jobs}
-    assert cli_json(stack, "jobs", "show", scans[0]["id"])["status"] == "SCAN_STATUS_COMPLETED"
+    listed = cli_json(stack, "jobs", "list")
+    assert {j["id"] for j in jobs} <= {j["id"] for j in listed}
+    shown_job = cli_json(stack, "jobs", "show", jobs[0]["id"])
+    assert shown_job["status"] == "JOB_STATUS_SUCCEEDED" and int(shown_job["stats"]["plex_requests"]) > 0
+    assert shown_job["library_name"] and shown_job["trace_id"] and shown_job["attempt"] == 1
+    text = run_cli(stack, "jobs", "show", jobs[0]["id"])
+    assert text.returncode == 0, text.stderr
+    for label in ("triggered by", "lag (due → start)", "duration", "plex requests", "time in catalog writes",
+                  "trace id", shown_job["library_name"]):  # fmt: skip
+        assert label in text.stdout, text.stdout
+    movie_jobs = cli_json(stack, "jobs", "list", "--library", movies["id"], "--status", "succeeded")
+    assert movie_jobs and {j["library_id"] for j in movie_jobs} == {movies["id"]}
+    assert len(cli_json(stack, "jobs", "list", "--server", server_id, "--limit", "2")) == 2
+    table = run_cli(stack, "jobs", "list")
+    assert table.returncode == 0 and jobs[0]["id"] in table.stdout and "succeeded" in table.stdout
+
+    scans = cli_json(stack, "scans", "list")
+    assert {j["scan_id"] for j in jobs} <= {s["id"] for s in scans}
+    scan = cli_json(stack, "scans", "show", jobs[0]["scan_id"])
+    assert scan["status"] == "SCAN_STATUS_COMPLETED" and scan["job_id"] == jobs[0]["id"]
+    assert run_cli(stack, "scans", "list", "--library", movies["id"]).returncode == 0
+    assert run_cli(stack, "scans", "show", scan["id"]).returncode == 0
+
+
+def test_cancel_stops_a_watched_job_and_a_second_sync_returns_it(
+    stack: ServiceStack, server_id: str, fakeplex: tuple[ChildProcess, dict[str, Any]]
+) -> None:
+    movies = library_ids(stack)["movies"]
+    set_plex_latency(fakeplex, 500)  # a deep scan of 30 movies now takes seconds, time enough to cancel it
+    try:
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "plexsync.cli", "sync", "--library", movies, "--deep", "--wait", "--json"],
+            env=cli_env(stack), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+        def running() -> Any:
+            return cli_json(stack, "jobs", "list", "--library", movies, "--status", "running")
+
+        job = wait_for("running job", running)[0]
+        assert job["mode"] == "SCAN_MODE_DEEP" and job["trigger"] == "JOB_TRIGGER_MANUAL"
+        again = run_cli(stack, "sync", "--library", movies)
+        assert again.returncode == 0 and job["id"] in again.stdout and "already running" in again.stdout, again.stdout
+        cancelled = cli_json(stack, "jobs", "cancel", job["id"])
+        assert cancelled["id"] == job["id"]
+        assert cancelled["status"] == "JOB_STATUS_CANCELLED" or cancelled["cancel_requested"]
+        out, err = watcher.communicate(timeout=60)
+        assert watcher.returncode == 1, err
+        assert [(j["id"], j["status"]) for j in json.loads(out)] == [(job["id"], "JOB_STATUS_CANCELLED")]
+    finally:
+        set_plex_latency(fakeplex, 0)
+    assert cli_json(stack, "jobs", "show", job["id"])["status"] == "JOB_STATUS_CANCELLED"
+    ended = run_cli(stack, "jobs", "cancel", job["id"])
+    assert ended.returncode == 1 and "already ended" in ended.stderr
+    listed = cli_json(stack, "jobs", "list", "--library", movies, "--status", "cancelled")
+    assert job["id"] in [j["id"] for j in listed]
+
+
+def test_schedule_set_show_list_round_trip(stack: ServiceStack, server_id: str) -> None:
+    ids = library_ids(stack)
+    movies = ids["movies"]
+    window = {"start": "01:00", "end": "06:00", "time_zone": "Europe/Berlin"}
+    changed = cli_json(stack, "schedule", "set", movies, "--interval", "6h", "--deep-every", "5",
+                       "--deep-interval", "7d", "--window", "01:00-06:00", "--tz", "Europe/Berlin")  # fmt: skip
+    assert changed["refresh_interval"] == "21600s" and changed["effective_refresh_interval"] == "21600s"
+    assert changed["deep_every"] == 5 and changed["effective_deep_every"] == 5
+    assert changed["deep_interval"] == "604800s" and changed["window"] == window
+    assert changed["next_run_time"] and changed["next_mode"] in {"SCAN_MODE_INCREMENTAL", "SCAN_MODE_DEEP"}
+    shown = cli_json(stack, "schedule", "show", movies)
+    keys = ("refresh_interval", "deep_every", "deep_interval", "window", "enabled", "next_run_time", "next_mode")
+    assert {k: shown.get(k) for k in keys} == {k: changed.get(k) for k in keys}
+    text = run_cli(stack, "schedule", "show", movies)
+    assert text.returncode == 0 and "01:00-06:00 Europe/Berlin" in text.stdout and "every 5th scan" in text.stdout
+
+    # Only the paths given change: a new deep cadence keeps the window and the interval.
+    kept = cli_json(stack, "schedule", "set", movies, "--deep-every", "3")
+    assert kept["deep_every"] == 3 and kept["window"] == window and kept["refresh_interval"] == "21600s"
+
+    # The catalog's interval is the schedule's: either command sets it.
+    assert cli_json(stack, "libraries", "set-interval", movies, "2h30m")["refresh_interval"] == "9000s"
+    assert cli_json(stack, "schedule", "show", movies)["refresh_interval"] == "9000s"
+
+    schedules = cli_json(stack, "schedule", "list", "--server", server_id)
+    assert {s["library_id"] for s in schedules} == set(ids.values())
+    assert all(s.get("next_run_time") and s.get("next_reason") for s in schedules), schedules
+    listed = run_cli(stack, "schedule", "list")
+    assert listed.returncode == 0 and "Europe/Berlin" in listed.stdout
+
+    off = cli_json(stack, "schedule", "set", movies, "--disable")
+    assert not off.get("enabled") and "next_run_time" not in off
+    assert not next(lib for lib in cli_json(stack, "libraries", "list") if lib["id"] == movies).get("sync_enabled")
+    assert cli_json(stack, "schedule", "set", movies, "--enable")["enabled"] is True
+
+    reset = cli_json(stack, "schedule", "set", movies, "--interval", "default", "--deep-every", "0",
+                     "--deep-interval", "default", "--no-window")  # fmt: skip
+    assert "window" not in reset and not reset.get("deep_every")
+    assert reset.get("refresh_interval", "0s") == "0s" and reset.get("deep_interval", "0s") == "0s"
+    status = cli_json(stack, "schedule", "status")
+    assert reset["effective_refresh_interval"] == status["default_refresh_interval"]
+    assert status["leader"] and status["max_running"] >= 1
+    libraries = run_cli(stack, "libraries", "list")
+    assert libraries.returncode == 0 and "default" in libraries.stdout
+    shown_status = run_cli(stack, "schedule", "status")
+    assert shown_status.returncode == 0 and status["leader"] in shown_status.stdout
+
+
+def test_a_scheduled_scan_runs_on_its_own(stack: ServiceStack) -> None:
+    scheduler = next(child for child in stack.children if child.name == "scheduler")
+    scheduler.stop()
+    stack.children.remove(scheduler)
+    stack.start("scheduler", PLEXSYNC_SCHEDULER_TICK_SECONDS="1")
+    other = library_ids(stack)["other_videos"]
+    assert cli_json(stack, "schedule", "set", other, "--interval", "10s")["refresh_interval"] == "10s"
+    try:
+
+        def scheduled() -> Any:
+            jobs = cli_json(stack, "jobs", "list", "--library", other, "--status", "succeeded")
+            return next((j for j in jobs if j["trigger"] == "JOB_TRIGGER_SCHEDULED"), None)
+
+        job = wait_for("scheduled job", scheduled, timeout=45)
+    finally:
+        cli_json(stack, "schedule", "set", other, "--interval", "default")
+    assert job["triggered_by"] == "scheduler" and job["reason"]
+    assert job["due_time"] and job["start_time"] and job["end_time"]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +302,24 @@ def test_libraries_paths_sync_items_stats(stack: ServiceStack, server_id: str, t
         (["items", "list", "--kind", "song"], "unknown kind 'song'"),
         (["items", "show", "not-a-uuid"], "item_id"),
         (["items", "list", "--limit", "5000"], "page_size"),
-        (["jobs", "show", "00000000-0000-0000-0000-000000000000"], "NOT_FOUND"),
+        (["jobs", "show", NO_SUCH_ID], "scheduler: NOT_FOUND"),
+        (["jobs", "show", "not-a-uuid"], "job_id"),
+        (["jobs", "cancel", NO_SUCH_ID], "`plexsync jobs list` shows job ids"),
+        (["jobs", "list", "--status", "done"], "unknown status 'done'"),
+        (["scans", "show", NO_SUCH_ID], "scanner: NOT_FOUND"),
+        (["sync", "--library", NO_SUCH_ID], "NOT_FOUND"),
+        (["schedule", "show", NO_SUCH_ID], "NOT_FOUND"),
+        (["schedule", "set", "x", "--interval", "soon"], "invalid duration 'soon'"),
+        (["schedule", "set", "x", "--deep-interval", "1w"], "invalid duration '1w'"),
+        (["schedule", "set", "x", "--window", "25:00-01:00"], "invalid window '25:00-01:00'"),
+        (["schedule", "set", "x", "--window", "1-6"], "invalid window '1-6'"),
+        (
+            ["schedule", "set", "x", "--window", "01:00-06:00", "--tz", "Mars/Olympus"],
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (["schedule", "set", "x", "--tz", "UTC"], "--tz goes with --window"),
+        (["schedule", "set", "x"], "nothing to change"),
+        (["schedule", "set", NO_SUCH_ID, "--interval", "5s"], "schedule.refresh_interval"),
         (["servers", "add", "not a url", "--token", "x"], "url"),
         (["sync"], "--library ID, --server ID or --all"),
     ],
@@ -159,6 +338,13 @@ def test_unreachable_service_and_bad_token(stack: ServiceStack) -> None:
     assert down.returncode == 1
     assert "cannot reach the catalog service at 127.0.0.1:9" in down.stderr
     assert "make up" in down.stderr
+    no_scheduler = run_cli(stack, "jobs", "list", env={"PLEXSYNC_SCHEDULER_ADDR": "127.0.0.1:9"})
+    assert no_scheduler.returncode == 1
+    assert "cannot reach the scheduler service at 127.0.0.1:9" in no_scheduler.stderr
+    assert "PLEXSYNC_SCHEDULER_ADDR" in no_scheduler.stderr
     refused = run_cli(stack, "stats", env={"PLEXSYNC_CLI_TOKEN": "wrong"})
     assert refused.returncode == 1
     assert "refused our credentials" in refused.stderr
+    refused_by_scheduler = run_cli(stack, "schedule", "status", env={"PLEXSYNC_CLI_TOKEN": "wrong"})
+    assert refused_by_scheduler.returncode == 1
+    assert "the scheduler service refused our credentials" in refused_by_scheduler.stderr

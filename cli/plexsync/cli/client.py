@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 from plexsync.common.grpc_errors import field_violations
-from plexsync.v1 import auth_pb2_grpc, catalog_pb2_grpc, scanner_pb2_grpc
+from plexsync.v1 import auth_pb2_grpc, catalog_pb2_grpc, scanner_pb2_grpc, scheduler_pb2_grpc
 
 T = TypeVar("T")
 
@@ -23,6 +24,10 @@ DEFAULT_ADDRESSES = {
 
 class CliError(Exception):
     """A failure to show the user as one clear message (and exit 1)."""
+
+
+# A command: parsed arguments and the services in, exit code out.
+Handler = Callable[[argparse.Namespace, "Services"], int]
 
 
 @dataclass
@@ -70,6 +75,10 @@ class Services:
     def scanner(self) -> scanner_pb2_grpc.ScannerServiceStub:
         return scanner_pb2_grpc.ScannerServiceStub(self._channel("scanner"))
 
+    @property
+    def scheduler(self) -> scheduler_pb2_grpc.SchedulerServiceStub:
+        return scheduler_pb2_grpc.SchedulerServiceStub(self._channel("scheduler"))
+
     def call(self, service: str, method: Callable[..., T], request: Any, timeout: float | None = 30) -> T:
         """Call `method` and turn gRPC failures into a CliError that says what to do."""
         try:
@@ -82,7 +91,17 @@ class Services:
             channel.close()
 
 
+# Where to look up the ids a service did not find.
+_NOT_FOUND_HINTS = {
+    "auth": "`plexsync servers list` shows server ids",
+    "catalog": "`plexsync libraries list` shows library ids, `plexsync items list` item ids",
+    "scanner": "`plexsync scans list` shows scan ids",
+    "scheduler": "`plexsync jobs list` shows job ids, `plexsync schedule list` library ids",
+}
+
+
 def describe_error(service: str, address: str, exc: grpc.RpcError) -> CliError:
+    """One message naming the service, what went wrong and what to do about it."""
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -95,9 +114,21 @@ def describe_error(service: str, address: str, exc: grpc.RpcError) -> CliError:
             f"the {service} service refused our credentials: set PLEXSYNC_CLI_TOKEN to a token listed for 'cli' in "
             'its PLEXSYNC_SERVICE_TOKENS (after `make up`: eval "$(.venv/bin/python -m plexsync.devstack env)")'
         )
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return CliError(f"the {service} service does not allow this for our identity ({details})")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return CliError(
+            f"the {service} service at {address} does not offer this call ({details}): is "
+            f"PLEXSYNC_{service.upper()}_ADDR pointing at the {service} service, and is it as new as this command?"
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(f"the {service} service at {address} did not answer in time; see its log, then try again")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         violations = field_violations(exc)
         if violations:
-            return CliError("invalid argument: " + "; ".join(f"{f}: {d}" for f, d in violations))
+            return CliError(f"invalid argument ({service}): " + "; ".join(f"{f}: {d}" for f, d in violations))
     name = code.name if code is not None else "ERROR"
-    return CliError(f"{service}: {name}: {details}")
+    hint = (
+        f" ({_NOT_FOUND_HINTS[service]})" if code == grpc.StatusCode.NOT_FOUND and service in _NOT_FOUND_HINTS else ""
+    )
+    return CliError(f"{service}: {name}: {details}{hint}")

@@ -1,4 +1,4 @@
-"""`plexsync`: log in, manage servers and libraries, sync with live progress, and query the catalog.
+"""`plexsync`: log in, manage servers and libraries, sync with live progress, schedule scans, and query the catalog.
 
 Every command takes --json for scripts. Addresses come from PLEXSYNC_<SERVICE>_ADDR, the token from
 PLEXSYNC_CLI_TOKEN (or PLEXSYNC_SERVICE_TOKEN).
@@ -7,29 +7,15 @@ PLEXSYNC_CLI_TOKEN (or PLEXSYNC_SERVICE_TOKEN).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from google.protobuf import duration_pb2, field_mask_pb2
-from plexsync.cli.client import CliError, Endpoints, Services
+from google.protobuf import field_mask_pb2
+from plexsync.cli.client import CliError, Endpoints, Handler, Services
+from plexsync.cli.jobs import register
 from plexsync.cli.output import enum_label, err_console, print_json, print_table, to_dict
-from plexsync.cli.progress import watch_scans
+from plexsync.cli.parsing import format_duration, parse_duration
 from plexsync.v1 import auth_pb2, catalog_pb2, common_pb2, scanner_pb2
-
-Handler = Callable[[argparse.Namespace, Services], int]
-
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str) -> duration_pb2.Duration:
-    """'6h', '1d12h', '30m', '90s' -> Duration."""
-    match = _DURATION.match(text.strip())
-    if not text.strip() or match is None:
-        raise CliError(f"invalid duration {text!r}: use forms like 30m, 6h, 1d12h")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return duration_pb2.Duration(seconds=((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def _kind(value: str) -> common_pb2.ItemKind.ValueType:
@@ -144,6 +130,13 @@ def cmd_servers_remove(args: argparse.Namespace, svc: Services) -> int:
 # ---- libraries and paths -----------------------------------------------------------------------------
 
 
+def _library_interval(seconds: int) -> str:
+    """Whole minutes as before ('150 min'); zero is the scheduler's default."""
+    if not seconds:
+        return "default"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else format_duration(seconds)
+
+
 def _print_libraries(libraries: list[Any]) -> None:
     rows = [
         (
@@ -151,7 +144,7 @@ def _print_libraries(libraries: list[Any]) -> None:
             lib.name,
             enum_label(common_pb2.LibraryKind.Name(lib.kind)),
             "on" if lib.sync_enabled else "off",
-            f"{lib.refresh_interval.seconds // 60} min" if lib.refresh_interval.seconds else "",
+            _library_interval(lib.refresh_interval.seconds),
             lib.last_scan_time.ToDatetime().isoformat(timespec="seconds") if lib.HasField("last_scan_time") else "",
             "removed" if lib.removed else "",
         )
@@ -199,7 +192,7 @@ def cmd_libraries_toggle(enabled: bool) -> Handler:
 
 
 def cmd_libraries_set_interval(args: argparse.Namespace, svc: Services) -> int:
-    library = common_pb2.Library(id=args.library_id, refresh_interval=parse_duration(args.interval))
+    library = common_pb2.Library(id=args.library_id, refresh_interval=parse_duration(args.interval, allow_default=True))
     updated = _update_library(svc, library, ["refresh_interval"])
     if args.json:
         print_json(updated)
@@ -250,109 +243,6 @@ def cmd_paths_set(args: argparse.Namespace, svc: Services) -> int:
             "Path replacements", ["plex path", "local path"], [(r.plex_path, r.local_path) for r in reply.rules]
         )
     return 0
-
-
-# ---- sync and scans ----------------------------------------------------------------------------------
-
-
-def _sync_targets(args: argparse.Namespace, svc: Services) -> list[Any]:
-    if args.library:
-        reply = svc.call("catalog", svc.catalog.GetLibrary, catalog_pb2.GetLibraryRequest(library_id=args.library))
-        return [reply.library]
-    server_ids = [args.server] if args.server else []
-    if args.all:
-        reply = svc.call("auth", svc.auth.ListServers, auth_pb2.ListServersRequest(page_size=1000))
-        server_ids = [s.id for s in reply.servers]
-        if not server_ids:
-            raise CliError("no servers yet: run `plexsync login` or `plexsync servers add URL --token TOKEN`")
-    libraries: list[Any] = []
-    for server_id in server_ids:
-        synced = svc.call("scanner", svc.scanner.SyncServer, scanner_pb2.SyncServerRequest(server_id=server_id), 120)
-        libraries.extend(lib for lib in synced.libraries if not lib.removed and (lib.sync_enabled or args.force))
-    return libraries
-
-
-def cmd_sync(args: argparse.Namespace, svc: Services) -> int:
-    if not (args.library or args.server or args.all):
-        raise CliError("say what to sync: --library ID, --server ID or --all")
-    mode = common_pb2.SCAN_MODE_DEEP if args.deep else common_pb2.SCAN_MODE_INCREMENTAL
-    scans = []
-    for library in _sync_targets(args, svc):
-        request = scanner_pb2.ScanLibraryRequest(library_id=library.id, mode=mode, force=args.force)
-        scans.append((library, svc.call("scanner", svc.scanner.ScanLibrary, request).scan))
-    if not scans:
-        raise CliError("nothing to sync: no enabled libraries (use --force to include disabled ones)")
-    if not args.wait:
-        if args.json:
-            print_json([scan for _, scan in scans])
-        else:
-            for library, scan in scans:
-                print(f"started scan {scan.id} of {library.name}")
-        return 0
-    finals = watch_scans(svc, scans, show_progress=not args.json)
-    if args.json:
-        print_json(finals)
-    else:
-        _print_scans(finals, {library.id: library.name for library, _ in scans})
-    failed = [scan for scan in finals if scan.status != common_pb2.SCAN_STATUS_COMPLETED]
-    return 1 if failed else 0
-
-
-def _print_scans(scans: list[Any], names: dict[str, str] | None = None) -> None:
-    names = names or {}
-    rows = []
-    for scan in scans:
-        c = scan.counts
-        duration = ""
-        if scan.HasField("end_time") and scan.HasField("start_time"):
-            duration = f"{(scan.end_time.ToDatetime() - scan.start_time.ToDatetime()).total_seconds():.1f}s"
-        rows.append(
-            (
-                scan.id,
-                names.get(scan.library_id, scan.library_id),
-                enum_label(common_pb2.ScanMode.Name(scan.mode)),
-                enum_label(common_pb2.ScanStatus.Name(scan.status)),
-                c.seen,
-                c.added,
-                c.updated,
-                c.unchanged,
-                c.failed,
-                c.missing,
-                duration,
-                scan.error,
-            )
-        )
-    columns = ["scan", "library", "mode", "status", "seen", "added", "updated", "unchanged", "failed", "missing",
-               "time", "error"]  # fmt: skip
-    print_table("Scans", columns, rows)
-
-
-def cmd_jobs_list(args: argparse.Namespace, svc: Services) -> int:
-    request = scanner_pb2.ListScansRequest(library_id=args.library or "", page_size=args.limit)
-    reply = svc.call("scanner", svc.scanner.ListScans, request)
-    if args.json:
-        print_json(list(reply.scans))
-    else:
-        _print_scans(list(reply.scans))
-    return 0
-
-
-def _show_scan(args: argparse.Namespace, scan: Any) -> int:
-    if args.json:
-        print_json(scan)
-    else:
-        _print_scans([scan])
-    return 0
-
-
-def cmd_jobs_show(args: argparse.Namespace, svc: Services) -> int:
-    request = scanner_pb2.GetScanRequest(scan_id=args.job_id)
-    return _show_scan(args, svc.call("scanner", svc.scanner.GetScan, request).scan)
-
-
-def cmd_jobs_cancel(args: argparse.Namespace, svc: Services) -> int:
-    request = scanner_pb2.CancelScanRequest(scan_id=args.job_id)
-    return _show_scan(args, svc.call("scanner", svc.scanner.CancelScan, request).scan)
 
 
 # ---- items and stats ---------------------------------------------------------------------------------
@@ -484,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     command(libraries, "disable", cmd_libraries_toggle(False), "exclude from syncs").add_argument("library_id")
     interval = command(libraries, "set-interval", cmd_libraries_set_interval, "set the refresh interval")
     interval.add_argument("library_id")
-    interval.add_argument("interval", help="e.g. 30m, 6h, 1d")
+    interval.add_argument("interval", help="e.g. 30m, 6h, 1d; 'default' for the scheduler's")
     remote = command(libraries, "remote-streaming", cmd_libraries_remote, "missing local files stream from Plex")
     remote.add_argument("library_id")
     remote.add_argument("state", choices=["on", "off"])
@@ -495,21 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_paths.add_argument("server_id")
     set_paths.add_argument("rules", nargs="*", help="PLEX_PATH=LOCAL_PATH (none clears the rules)")
 
-    sync = command(sub, "sync", cmd_sync, "scan libraries")
-    target = sync.add_mutually_exclusive_group()
-    target.add_argument("--library")
-    target.add_argument("--server")
-    target.add_argument("--all", action="store_true")
-    sync.add_argument("--deep", action="store_true", help="refetch everything, not only changes")
-    sync.add_argument("--force", action="store_true", help="include libraries whose sync is off")
-    sync.add_argument("--wait", action="store_true", help="follow progress until the scans end")
-
-    jobs = sub.add_parser("jobs", help="scans, running and past").add_subparsers(dest="action", required=True)
-    jobs_list = command(jobs, "list", cmd_jobs_list, "list scans")
-    jobs_list.add_argument("--library")
-    jobs_list.add_argument("--limit", type=int, default=20)
-    command(jobs, "show", cmd_jobs_show, "show a scan").add_argument("job_id")
-    command(jobs, "cancel", cmd_jobs_cancel, "cancel a scan").add_argument("job_id")
+    register(sub, command)
 
     items = sub.add_parser("items", help="the catalog").add_subparsers(dest="action", required=True)
     items_list = command(items, "list", cmd_items_list, "list items")

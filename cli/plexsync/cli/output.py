@@ -31,10 +31,21 @@ def print_json(data: Any) -> None:
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        # The first column is the id people copy into the next command: never folded across lines.
+        table.add_column(column, overflow="fold", no_wrap=index == 0, min_width=36 if column in ("id", "job") else None)
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+def print_fields(title: str, fields: Sequence[tuple[str, Any]]) -> None:
+    """One record as aligned `name  value` lines under a title (for `show` commands)."""
+    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for name, value in fields:
+        table.add_row(name, "" if value is None else str(value))
     console.print(table)
 
 
@@ -43,7 +54,7 @@ def enum_label(name: str) -> str:
     if name.endswith("_UNSPECIFIED"):
         return "-"
     for prefix in ("ITEM_KIND_", "ITEM_STATE_", "LIBRARY_KIND_", "SCAN_MODE_", "SCAN_STATUS_", "SERVER_STATUS_",
-                   "CONNECTION_KIND_", "SERVER_SOURCE_"):  # fmt: skip
+                   "CONNECTION_KIND_", "SERVER_SOURCE_", "JOB_STATUS_", "JOB_TRIGGER_", "JOB_CHANGE_"):  # fmt: skip
         if name.startswith(prefix):
             return name[len(prefix) :].lower()
     return name.lower()

@@ -50,8 +50,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         if which in ("library_id", "server_id") and not getattr(request, which):
             raise InvalidArgumentError.single(which, "must not be empty")
         target = Target(library_id=request.library_id, server_id=request.server_id, all=request.all)
-        jobs = await self.scheduler.trigger(target, request.mode, request.force, caller_identity.get())
-        return scheduler_pb2.TriggerSyncResponse(jobs=jobs)
+        jobs, created = await self.scheduler.trigger(target, request.mode, request.force, caller_identity.get())
+        return scheduler_pb2.TriggerSyncResponse(jobs=jobs, created_job_ids=created)
 
     async def GetJob(self, request: scheduler_pb2.GetJobRequest, context: Context) -> scheduler_pb2.GetJobResponse:
         return scheduler_pb2.GetJobResponse(job=await self.scheduler.get_job(request.job_id))

@@ -126,7 +126,10 @@ class Scheduler:
         )
 
     # ------------------------------------------------------------------ TriggerSync
-    async def trigger(self, target: Target, mode: int, force: bool, caller: str) -> list[common_pb2.Job]:
+    async def trigger(
+        self, target: Target, mode: int, force: bool, caller: str
+    ) -> tuple[list[common_pb2.Job], list[str]]:
+        """One job per target library, and the ids of those this call created."""
         if mode == common_pb2.SCAN_MODE_UNSPECIFIED:
             mode = common_pb2.SCAN_MODE_INCREMENTAL
         if mode not in MODES:
@@ -134,6 +137,7 @@ class Scheduler:
         libraries = await self._targets(target, force)
         who = caller or "anonymous"
         jobs: list[JobRow] = []
+        created: list[str] = []
         t = self.clock()
         for library in libraries:
             spec = JobSpec(
@@ -143,9 +147,11 @@ class Scheduler:
             )  # fmt: skip
             enqueued = await self.repo.enqueue(spec)
             jobs.append(enqueued.job)
+            if enqueued.created:
+                created.append(str(enqueued.job.id))
         await self.dispatch()
         fresh = [await self.repo.get(j.id) for j in jobs]
-        return [to_proto(j) for j in fresh if j is not None]
+        return [to_proto(j) for j in fresh if j is not None], created
 
     async def _targets(self, target: Target, force: bool) -> list[common_pb2.Library]:
         if target.library_id:

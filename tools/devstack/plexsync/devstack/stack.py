@@ -43,8 +43,8 @@ class StackState:
     pids: dict[str, int] = field(default_factory=dict)
     fakeplex_url: str = ""
 
-    def service_env(self, identity: str) -> dict[str, str]:
-        """Environment for a process acting as `identity` (a service, the CLI, a test)."""
+    def service_env(self, identity: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for a process acting as `identity` (a service, the CLI, a test), plus `extra_env`."""
         env = {
             "DATABASE_URL": self.database_url,
             "NATS_URL": self.nats_url,
@@ -57,6 +57,7 @@ class StackState:
             env[f"PLEXSYNC_{name.upper()}_ADDR"] = address
         if self.fakeplex_url:
             env["PLEXSYNC_PLEX_TV_URL"] = self.fakeplex_url
+        env.update(extra_env or {})
         return env
 
 
@@ -98,8 +99,14 @@ class Stack:
         self.save(state)
         return state
 
-    def up(self, *, fakeplex_args: list[str] | None = None, services: list[str] | None = None) -> StackState:
-        """Start whatever is not already running; never start twins."""
+    def up(
+        self,
+        *,
+        fakeplex_args: list[str] | None = None,
+        services: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> StackState:
+        """Start whatever is not already running; never start twins. `extra_env` goes to the services started."""
         state = self.ensure_infra(self.load() or StackState())
         self._ensure_fakeplex(state, fakeplex_args or [])
         for name in services if services is not None else SERVICES:
@@ -111,7 +118,7 @@ class Stack:
             port = infra.free_port()
             state.addresses[name] = f"127.0.0.1:{port}"
             self.save(state)
-            child = start_service(name, port, state.service_env(name), self.log_dir)
+            child = start_service(name, port, state.service_env(name, extra_env), self.log_dir)
             state.pids[name] = child.pid
             self.save(state)
         return state
