@@ -29,6 +29,8 @@ DEMO_SIZES = {"movies": 1200, "shows": 24, "seasons": 3, "episodes": 10, "other_
 SEED = 7
 # One in LOCAL_EVERY files exists on "local disk"; the shows library streams the rest from Plex.
 LOCAL_EVERY = 3
+DEMO_SCHEDULER_ENV = {"PLEXSYNC_SCHEDULER_TICK_SECONDS": "1", "PLEXSYNC_SCHEDULER_RECONCILE_SECONDS": "2"}
+SCHEDULED_WAIT_SECONDS = 90
 
 
 def fakeplex_args(sizes: dict[str, int]) -> list[str]:
@@ -139,6 +141,40 @@ async def change_some_items(fakeplex_url: str) -> int:
     return 4
 
 
+async def retitle(fakeplex_url: str, rating_key: int, title: str) -> None:
+    from plexsync.fakeplex.control import FakePlexControl
+
+    async with FakePlexControl(fakeplex_url) as control:
+        await control.change(rating_key, title=title)
+
+
+def scheduled_scan(cli: Cli, fakeplex_url: str, library: dict[str, Any]) -> bool:
+    """Nobody types `sync`: a short schedule on one library, a change in Plex, and the scheduler scans on its own."""
+    console.rule("The scheduler keeps the catalog current on its own")
+    before = {j["id"] for j in cli.json("jobs", "list", "--library", library["id"], "--limit", "100")}
+    cli.run("schedule", "set", library["id"], "--interval", "20s")
+    title = "Changed While Nobody Was Looking"
+    asyncio.run(retitle(fakeplex_url, 5, title))
+    console.print(f"Retitled an item in fakeplex to {title!r}; waiting for the scheduled scan (interval 20 s)…")
+    deadline = time.monotonic() + SCHEDULED_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        jobs = cli.json("jobs", "list", "--library", library["id"], "--status", "succeeded")
+        scheduled = [j for j in jobs if j.get("trigger") == "JOB_TRIGGER_SCHEDULED" and j["id"] not in before]
+        if scheduled:
+            cli.run("jobs", "show", scheduled[0]["id"])
+            cli.run("schedule", "show", library["id"])
+            found = cli.json("items", "search", title)
+            if any(r.get("item", {}).get("title") == title for r in found):
+                console.print("[green]The scheduled scan brought the change into the catalog.[/green]")
+                cli.run("schedule", "set", library["id"], "--interval", "default")
+                return True
+            console.print(f"[red]The scheduled scan ran but the catalog has no item titled {title!r}[/red]")
+            return False
+        time.sleep(1)
+    console.print(f"[red]No scheduled scan of {library['name']} within {SCHEDULED_WAIT_SECONDS} s[/red]")
+    return False
+
+
 async def plex_requests(fakeplex_url: str) -> dict[str, int]:
     from plexsync.fakeplex.control import FakePlexControl
 
@@ -155,7 +191,8 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
     stack = Stack(demo_dir)
     console.rule("[bold]plexsync demo")
     console.print("Starting PostgreSQL, NATS, fakeplex (a Plex server with a demo library) and the services…")
-    state: StackState = stack.up(fakeplex_args=fakeplex_args(sizes))
+    # The scheduler looks for due libraries every second, so the demo's 20-second schedule shows at once.
+    state: StackState = stack.up(fakeplex_args=fakeplex_args(sizes), extra_env=DEMO_SCHEDULER_ENV)
     try:
         counts, files = expected_library(sizes)
         media_root = infra.DEV_DIR / "demo-media"
@@ -186,11 +223,15 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
         console.print(f"The incremental sync took {time.monotonic() - sync_started:.1f}s and made "
                       f"{sum(requests.values())} Plex requests; only {metadata} fetched full metadata "
                       "(of the changed items); the rest were listings.")  # fmt: skip
+        movies = next(lib for lib in cli.json("libraries", "list") if lib.get("kind") == "LIBRARY_KIND_MOVIES")
+        if not scheduled_scan(cli, state.fakeplex_url, movies):
+            return 1
         console.rule("Explore")
         console.print(f'  eval "$(.venv/bin/python -m plexsync.devstack --dir {demo_dir} env)"   # with KEEP=1')
         console.print("  .venv/bin/plexsync items search 'orchard'")
         console.print("  .venv/bin/plexsync items list --state unavailable --limit 10")
         console.print("  .venv/bin/plexsync jobs list")
+        console.print("  .venv/bin/plexsync schedule list")
         console.print(f"Demo finished in {time.monotonic() - started:.0f}s.")
     except Exception as exc:
         console.print(f"[red]demo failed:[/red] {exc}\nlogs: {stack.log_dir}")
