@@ -62,6 +62,9 @@ class ServiceStack:
             "PLEXSYNC_SERVICE_TOKEN": self.tokens[identity],
             "PLEXSYNC_LOG_LEVEL": "INFO",
             "PLEXSYNC_SHUTDOWN_GRACE_SECONDS": "3",
+            # Off unless a module tests it: a watcher applying fakeplex's changes on its own would move the Plex
+            # request counts and catalog states other modules assert (tests/integration/realtime turns it on).
+            "PLEXSYNC_REALTIME_ENABLED": "false",
         }
         for name, address in self.addresses.items():
             env[f"PLEXSYNC_{name.upper()}_ADDR"] = address

@@ -11,10 +11,12 @@ import sys
 from typing import Any
 
 from google.protobuf import field_mask_pb2
+from plexsync.cli import changes
 from plexsync.cli.client import CliError, Endpoints, Handler, Services
 from plexsync.cli.jobs import register
 from plexsync.cli.output import enum_label, err_console, print_json, print_table, to_dict
 from plexsync.cli.parsing import format_duration, parse_duration
+from plexsync.cli.realtime import cmd_servers_watch_status
 from plexsync.v1 import auth_pb2, catalog_pb2, common_pb2, scanner_pb2
 
 
@@ -145,12 +147,13 @@ def _print_libraries(libraries: list[Any]) -> None:
             enum_label(common_pb2.LibraryKind.Name(lib.kind)),
             "on" if lib.sync_enabled else "off",
             _library_interval(lib.refresh_interval.seconds),
+            "on" if lib.realtime_enabled else "off",
             lib.last_scan_time.ToDatetime().isoformat(timespec="seconds") if lib.HasField("last_scan_time") else "",
             "removed" if lib.removed else "",
         )
         for lib in libraries
     ]
-    print_table("Libraries", ["id", "name", "kind", "sync", "interval", "last scan", ""], rows)
+    print_table("Libraries", ["id", "name", "kind", "sync", "interval", "realtime", "last scan", ""], rows)
 
 
 def _all_libraries(svc: Services, server_id: str = "") -> list[Any]:
@@ -208,6 +211,16 @@ def _print_rules(rules: list[Any]) -> None:
 def cmd_libraries_remote(args: argparse.Namespace, svc: Services) -> int:
     library = common_pb2.Library(id=args.library_id, remote_streaming_enabled=args.state == "on")
     updated = _update_library(svc, library, ["remote_streaming_enabled"])
+    if args.json:
+        print_json(updated)
+    else:
+        _print_libraries([updated])
+    return 0
+
+
+def cmd_libraries_realtime(args: argparse.Namespace, svc: Services) -> int:
+    library = common_pb2.Library(id=args.library_id, realtime_enabled=args.state == "on")
+    updated = _update_library(svc, library, ["realtime_enabled"])
     if args.json:
         print_json(updated)
     else:
@@ -367,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     command(servers, "check", cmd_servers_check, "probe connections").add_argument("server_id")
     command(servers, "sync", cmd_servers_sync, "register the server's libraries").add_argument("server_id")
     command(servers, "remove", cmd_servers_remove, "forget a server").add_argument("server_id")
+    watch_status = command(servers, "watch-status", cmd_servers_watch_status, "the real-time watchers' state")
+    watch_status.add_argument("--server", help="only this server's watcher")
 
     libraries = sub.add_parser("libraries", help="libraries").add_subparsers(dest="action", required=True)
     command(libraries, "list", cmd_libraries_list, "list libraries").add_argument("--server")
@@ -378,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     remote = command(libraries, "remote-streaming", cmd_libraries_remote, "missing local files stream from Plex")
     remote.add_argument("library_id")
     remote.add_argument("state", choices=["on", "off"])
+    realtime = command(libraries, "realtime", cmd_libraries_realtime, "apply Plex's changes within seconds")
+    realtime.add_argument("library_id")
+    realtime.add_argument("state", choices=["on", "off"])
 
     paths = sub.add_parser("paths", help="path replacements").add_subparsers(dest="action", required=True)
     command(paths, "list", cmd_paths_list, "list a server's rules").add_argument("server_id")
@@ -386,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_paths.add_argument("rules", nargs="*", help="PLEX_PATH=LOCAL_PATH (none clears the rules)")
 
     register(sub, command)
+    changes.register(sub, command)
 
     items = sub.add_parser("items", help="the catalog").add_subparsers(dest="action", required=True)
     items_list = command(items, "list", cmd_items_list, "list items")

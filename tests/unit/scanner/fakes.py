@@ -18,6 +18,7 @@ class MemoryCatalog:
     batches: int = 0
     writes: int = 0
     fail_after_batches: int | None = None
+    change_seq: int = 0
 
     async def get_library(self, library_id: str) -> common_pb2.Library:
         return self.library
@@ -43,15 +44,21 @@ class MemoryCatalog:
                 if item.parent_rating_key and item.parent_rating_key not in self.items:
                     raise RuntimeError(f"parent {item.parent_rating_key} of {item.rating_key} not written yet")
                 old = self.items.get(item.rating_key)
+                change = common_pb2.CHANGE_KIND_UNSPECIFIED
                 if old is None:
                     ack.added += 1
+                    change = common_pb2.CHANGE_KIND_ADDED
                 elif old.state == common_pb2.ITEM_STATE_FILE_NOT_FOUND:
                     ack.updated += 1
                     ack.restored += 1
+                    change = common_pb2.CHANGE_KIND_RESTORED
                 elif old != item:
                     ack.updated += 1
+                    change = common_pb2.CHANGE_KIND_UPDATED
                 else:
                     ack.unchanged += 1
+                if change and not req.scan_id:  # a real-time update hears what it committed
+                    ack.changes.append(self._change(item, change))
                 self.items[item.rating_key] = item
                 self.writes += 1
                 self.seen.add(item.rating_key)
@@ -80,6 +87,29 @@ class MemoryCatalog:
         self, request: catalog_pb2.RegisterLibrariesRequest
     ) -> catalog_pb2.RegisterLibrariesResponse:
         return catalog_pb2.RegisterLibrariesResponse()
+
+    def _change(self, item: common_pb2.Item, kind: common_pb2.ChangeKind.ValueType) -> common_pb2.ItemChange:
+        self.change_seq += 1
+        return common_pb2.ItemChange(
+            resume_token=str(self.change_seq), library_id=self.library.id, rating_key=item.rating_key,
+            item_kind=item.kind, kind=kind, source=common_pb2.CHANGE_SOURCE_REALTIME, state=item.state,
+            title=item.title,
+        )  # fmt: skip
+
+    async def mark_items_missing(self, library_id: str, rating_keys: list[str]) -> list[common_pb2.ItemChange]:
+        doomed = set(rating_keys)
+        grew = True
+        while grew:  # children follow their parents
+            more = {rk for rk, i in self.items.items() if i.parent_rating_key in doomed} - doomed
+            doomed |= more
+            grew = bool(more)
+        changes = []
+        for rk in sorted(doomed):
+            item = self.items.get(rk)
+            if item is not None and item.state != common_pb2.ITEM_STATE_FILE_NOT_FOUND:
+                item.state = common_pb2.ITEM_STATE_FILE_NOT_FOUND
+                changes.append(self._change(item, common_pb2.CHANGE_KIND_MISSING))
+        return changes
 
     def present(self) -> dict[str, common_pb2.Item]:
         return {rk: i for rk, i in self.items.items() if i.state != common_pb2.ITEM_STATE_FILE_NOT_FOUND}

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 
-EVENT_SUBJECTS = ["plexsync.v1.scan.>", "plexsync.v1.server.>", "plexsync.v1.job.>"]
+EVENT_SUBJECTS = ["plexsync.v1.scan.>", "plexsync.v1.server.>", "plexsync.v1.job.>", "plexsync.v1.item.>"]
 JOB_SUBJECTS = ["plexsync.v1.jobs.>"]
 SCAN_JOB_SUBJECT = "plexsync.v1.jobs.scan"
 # The durable pull consumer every scanner replica shares, so each job reaches one of them.
@@ -46,6 +46,11 @@ def server_subject(server_id: str, kind: str) -> str:
 def job_subject(library_id: str, kind: str) -> str:
     """Job lifecycle events: queued, started, finished, requeued."""
     return f"plexsync.v1.job.{library_id}.{kind}"
+
+
+def item_subject(library_id: str, kind: str) -> str:
+    """Item changes the real-time watcher applied: ``changed``."""
+    return f"plexsync.v1.item.{library_id}.{kind}"
 
 
 def max_deliveries_advisory(stream: str, consumer: str) -> str:

@@ -31,6 +31,32 @@ class PlexsyncMetrics:
         return self._meter.create_counter("plexsync.scan.items", unit="{item}", description="Items processed by scans")
 
     @cached_property
+    def realtime_delay(self) -> metrics.Histogram:
+        """Seconds from a change in Plex (its updatedAt, or the notification's arrival) to the catalog's commit."""
+        return self._meter.create_histogram(
+            "plexsync.realtime.delay", unit="s", description="Plex change to catalog commit, for real-time updates"
+        )
+
+    @cached_property
+    def realtime_changes(self) -> metrics.Counter:
+        return self._meter.create_counter(
+            "plexsync.realtime.changes", unit="{change}", description="Item changes applied from Plex notifications"
+        )
+
+    @cached_property
+    def realtime_reconnects(self) -> metrics.Counter:
+        return self._meter.create_counter(
+            "plexsync.realtime.reconnects", unit="{reconnect}", description="Notification stream reconnections"
+        )
+
+    @cached_property
+    def realtime_fallback_scans(self) -> metrics.Counter:
+        return self._meter.create_counter(
+            "plexsync.realtime.fallback_scans", unit="{scan}",
+            description="Incremental scans asked for because a change may have been missed",
+        )  # fmt: skip
+
+    @cached_property
     def scans_running(self) -> metrics.UpDownCounter:
         return self._meter.create_up_down_counter("plexsync.scans.running", unit="{scan}", description="Scans running")
 

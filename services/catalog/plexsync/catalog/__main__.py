@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sys
 
+from plexsync.catalog.changes import ChangeHub, ChangeLog
 from plexsync.catalog.migrate import migrate
 from plexsync.catalog.repository import Repository
 from plexsync.catalog.server import CatalogServicer
@@ -15,35 +16,55 @@ from plexsync.catalog.settings import CatalogSettings
 from plexsync.catalog.store import Store
 from plexsync.catalog.writer import Writer
 from plexsync.common.config import MissingSettingError
+from plexsync.common.db import libpq_url
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
 from plexsync.v1 import catalog_pb2_grpc
 
 log = logging.getLogger("plexsync.catalog")
 
+# Methods only some callers may use (the others are open to every authenticated caller).
+POLICY = {"/plexsync.v1.CatalogService/MarkItemsMissing": frozenset({"scanner"})}
+
 
 async def serve(settings: CatalogSettings) -> None:
     store = Store(settings.database_url, pool_size=settings.db_pool_size)
     repository = Repository(store)
+    changelog = ChangeLog(store, page_size=settings.changes_page_size, retention_hours=settings.changes_retention_hours)
+    hub = ChangeHub(libpq_url(settings.database_url), poll_seconds=settings.changes_poll_seconds)
     writer = Writer(
         store,
+        changelog,
         max_batch_items=settings.max_batch_items,
         workers=settings.ingest_workers,
         pipeline=settings.write_pipeline,
         pipeline_min_items=settings.pipeline_min_items,
         row_lock_timeout_ms=settings.row_lock_timeout_ms,
     )
-    servicer = CatalogServicer(repository, writer, etag_chunk=settings.etag_chunk_size)
-    app = ServiceApp("catalog", settings)
+    servicer = CatalogServicer(repository, writer, changelog, hub, etag_chunk=settings.etag_chunk_size)
+    app = ServiceApp("catalog", settings, policy=POLICY)
     app.add_service("plexsync.v1.CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)
-    app.on_shutdown(writer.close)
+    app.on_stop_requested(hub.close)  # WatchChanges streams end at once instead of holding up the drain
     app.on_shutdown(store.dispose)
+    app.on_shutdown(writer.close)
+    app.on_shutdown(hub.stop)
+    pruner: list[asyncio.Task[None]] = []
+
+    async def stop_pruner() -> None:
+        for task in pruner:
+            task.cancel()
+        await asyncio.gather(*pruner, return_exceptions=True)
+
+    app.on_shutdown(stop_pruner)
 
     async def ready() -> None:
         await store.wait()
         if settings.migrate:
             await asyncio.to_thread(migrate, settings.database_url, "upgrade", "head")
+        await changelog.start()
+        await hub.start()
         await writer.start()
+        pruner.append(asyncio.create_task(changelog.run_pruner(settings.changes_prune_seconds), name="prune"))
         log.info("catalog database ready")
 
     await app.run(ready)

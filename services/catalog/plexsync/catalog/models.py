@@ -17,6 +17,7 @@ from plexsync.common.db import schema_metadata
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Double,
@@ -95,6 +96,7 @@ class Library(Base):
     sync_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     refresh_interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     remote_streaming_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    realtime_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     plex_uuid: Mapped[str] = _txt()
     agent: Mapped[str] = _txt()
     language: Mapped[str] = _txt()
@@ -386,3 +388,41 @@ class ScanSeen(Base):
     scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), nullable=False)
     entity: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     rating_keys: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+
+
+class ItemChange(Base):
+    """One committed change to an item: the log WatchChanges reads. `seq` is taken from `item_changes_seq` under
+    the change-log advisory lock as the transaction's last statement, so it grows in commit order (see
+    `changes`). No foreign keys: the insert must never wait for another table's locks while holding that lock."""
+
+    __tablename__ = "item_changes"
+    __table_args__ = (
+        Index("ix_item_changes_library_id_seq", "library_id", "seq"),
+        # Append-only and in time order: a BRIN index finds what retention prunes for almost no space.
+        Index("ix_item_changes_committed_at", "committed_at", postgresql_using="brin"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    library_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    item_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    rating_key: Mapped[str] = mapped_column(Text, nullable=False)
+    item_kind: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    kind: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    source: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    scan_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    state: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    title: Mapped[str] = _txt()
+    committed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")
+    )
+
+
+class ChangeFeed(Base):
+    """The change feed's one row: the key resume tokens are signed with, and the highest seq pruned."""
+
+    __tablename__ = "change_feed"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    token_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    pruned_through: Mapped[int] = _int(big=True)

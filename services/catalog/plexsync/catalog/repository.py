@@ -20,7 +20,7 @@ from plexsync.v1 import catalog_pb2, common_pb2
 
 FNF = common_pb2.ITEM_STATE_FILE_NOT_FOUND
 LIBRARY_KINDS = frozenset(v for v in common_pb2.LibraryKind.values() if v)
-UPDATABLE_LIBRARY_FIELDS = ("sync_enabled", "refresh_interval", "remote_streaming_enabled")
+UPDATABLE_LIBRARY_FIELDS = ("sync_enabled", "refresh_interval", "remote_streaming_enabled", "realtime_enabled")
 # 0 means the scheduler's default; anything else is the library's own interval.
 MIN_REFRESH_SECONDS = 10
 MAX_REFRESH_SECONDS = 366 * 24 * 3600
@@ -52,7 +52,7 @@ def _opt(**fields: Any) -> dict[str, Any]:
 _LIBRARY_SELECT = (
     "SELECT l.id, ms.server_id, l.plex_key, l.name, l.kind, l.sync_enabled, l.refresh_interval_seconds, "
     "l.remote_streaming_enabled, l.plex_uuid, l.agent, l.language, l.locations, l.removed, l.last_scan_at, "
-    "l.last_deep_scan_at, l.created_at, l.updated_at "
+    "l.last_deep_scan_at, l.created_at, l.updated_at, l.realtime_enabled "
     "FROM libraries l JOIN media_sources ms ON ms.id = l.media_source_id"
 )
 
@@ -72,6 +72,7 @@ def _library(row: Sequence[Any]) -> common_pb2.Library:
         language=row[10],
         locations=row[11],
         removed=row[12],
+        realtime_enabled=row[17],
         **_opt(
             last_scan_time=_ts(row[13]),
             last_deep_scan_time=_ts(row[14]),
@@ -241,6 +242,9 @@ class Repository:
         if "remote_streaming_enabled" in paths:
             sets.append("remote_streaming_enabled = %s")
             params.append(req.library.remote_streaming_enabled)
+        if "realtime_enabled" in paths:
+            sets.append("realtime_enabled = %s")
+            params.append(req.library.realtime_enabled)
         if "refresh_interval" in paths:
             d = req.library.refresh_interval
             seconds = d.seconds + d.nanos / 1e9

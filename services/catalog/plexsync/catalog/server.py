@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
+from plexsync.catalog.changes import ChangeHub, ChangeLog
 from plexsync.catalog.repository import Repository
 from plexsync.catalog.writer import Writer
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc
@@ -16,9 +17,13 @@ Context: TypeAlias = Any  # grpc.aio.ServicerContext (grpc ships no type hints)
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, repository: Repository, writer: Writer, *, etag_chunk: int = 5000) -> None:
+    def __init__(
+        self, repository: Repository, writer: Writer, changelog: ChangeLog, hub: ChangeHub, *, etag_chunk: int = 5000
+    ) -> None:
         self.repo = repository
         self.writer = writer
+        self.changelog = changelog
+        self.hub = hub
         self.etag_chunk = etag_chunk
 
     async def RegisterLibraries(
@@ -69,12 +74,25 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
                 updated=result.updated,
                 unchanged=result.unchanged,
                 restored=result.restored,
+                changes=result.changes,
             )
 
     async def FinishScan(
         self, request: catalog_pb2.FinishScanRequest, context: Context
     ) -> catalog_pb2.FinishScanResponse:
         return await self.writer.finish_scan(request)
+
+    async def MarkItemsMissing(
+        self, request: catalog_pb2.MarkItemsMissingRequest, context: Context
+    ) -> catalog_pb2.MarkItemsMissingResponse:
+        missing, changes = await self.writer.mark_items_missing(request)
+        return catalog_pb2.MarkItemsMissingResponse(missing=missing, changes=changes)
+
+    async def WatchChanges(
+        self, request: catalog_pb2.WatchChangesRequest, context: Context
+    ) -> AsyncIterator[catalog_pb2.WatchChangesResponse]:
+        async for changes in self.changelog.watch(request, self.hub):
+            yield catalog_pb2.WatchChangesResponse(changes=changes)
 
     async def ListItems(self, request: catalog_pb2.ListItemsRequest, context: Context) -> catalog_pb2.ListItemsResponse:
         return await self.repo.list_items(request)

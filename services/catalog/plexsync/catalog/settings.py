@@ -46,3 +46,30 @@ class CatalogSettings(CommonSettings):
         description="Worker processes that flatten the next WriteItems batches while the current ones are written "
         "(0: all in-process). Give a catalog with cores of its own two: bulk ingest gets faster.",
     )
+    changes_retention_hours: float = Field(
+        default=168.0,
+        validation_alias="PLEXSYNC_CATALOG_CHANGES_RETENTION_HOURS",
+        gt=0,
+        description="How long the change log keeps changes; a WatchChanges resume token older than that has "
+        "expired (FAILED_PRECONDITION).",
+    )
+    changes_prune_seconds: float = Field(
+        default=300.0,
+        validation_alias="PLEXSYNC_CATALOG_CHANGES_PRUNE_SECONDS",
+        gt=0,
+        description="Time between two prunes of the change log (one replica prunes at a time).",
+    )
+    changes_poll_seconds: float = Field(
+        default=2.0,
+        validation_alias="PLEXSYNC_CATALOG_CHANGES_POLL_SECONDS",
+        gt=0,
+        le=60,
+        description="WatchChanges re-reads the log this often even without a notification (a lost one only delays).",
+    )
+    changes_page_size: int = Field(
+        default=250,
+        validation_alias="PLEXSYNC_CATALOG_CHANGES_PAGE",
+        ge=1,
+        le=5000,
+        description="Changes per WatchChanges message (one read of the log each).",
+    )

@@ -5,7 +5,8 @@ interleave): look up stored (id, content hash, state, missing) of the batch's ra
 items whose hash and state match are only recorded as seen; new items are inserted; changed items are
 updated and each of their relationship tables is diffed with one DELETE (rows whose natural key is gone) and
 one upsert (`ON CONFLICT ... DO UPDATE ... WHERE row IS DISTINCT FROM`) so unchanged relationship rows are
-never rewritten.
+never rewritten. What the classification found (added, updated, restored; FinishScan and MarkItemsMissing:
+missing) is logged for WatchChanges by one INSERT as the transaction's last statement (see `changes`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ from typing import Any
 
 import orjson
 import psycopg
-from plexsync.catalog import bulk, ingest
+from plexsync.catalog import bulk, changes, ingest
 from plexsync.catalog.bulk import Payloads
+from plexsync.catalog.changes import ChangeLog, Pending
 from plexsync.catalog.ingest import Incoming, Rows
 from plexsync.catalog.models import SEEN_COLLECTION, SEEN_ITEM
 from plexsync.catalog.store import Column, Store, copy_text, delete_missing_sql, insert_sql, transpose
-from plexsync.common.errors import AbortedError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from plexsync.common.errors import (
+    AbortedError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from plexsync.common.metrics import METRICS
 from plexsync.common.workers import worker_pool
 from plexsync.v1 import catalog_pb2, common_pb2
@@ -108,8 +116,13 @@ _CHILD_DELETE = {table: delete_missing_sql(table, cols[:nkey]) for table, cols, 
 
 _RESTORE_MISSING = (
     "UPDATE items SET missing_since = NULL, updated_at = now(), last_seen_at = now() "
-    "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL"
+    "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL "
+    "RETURNING id, rating_key, kind, state, title"
 )
+# What marks an item FILE_NOT_FOUND (FinishScan and MarkItemsMissing); RETURNING rows for the change log.
+_MARK_MISSING_SET = "missing_since = now(), updated_at = now()"
+_MISSING_RETURNING = "RETURNING i.id, i.rating_key, i.kind, i.state, i.title"
+MAX_MISSING_KEYS = 1000
 
 _COLLECTION_COLS: list[Column] = [
     ("id", "uuid"), ("library_id", "uuid"), ("rating_key", "text"), ("title", "text"), ("sort_title", "text"),
@@ -229,6 +242,7 @@ class BatchResult:
     updated: int = 0
     unchanged: int = 0
     restored: int = 0
+    changes: list[common_pb2.ItemChange] = field(default_factory=list)  # for batches without a scan only
 
 
 class PeopleCache:
@@ -273,6 +287,7 @@ class Writer:
     def __init__(
         self,
         store: Store,
+        changelog: ChangeLog | None = None,
         *,
         max_batch_items: int = 10_000,
         workers: int = 0,
@@ -281,6 +296,7 @@ class Writer:
         row_lock_timeout_ms: int = 5000,
     ) -> None:
         self.store = store
+        self.changelog = changelog or ChangeLog(store)  # (builds the ItemChange messages of WriteItems)
         self.max_batch_items = max_batch_items
         self.people = PeopleCache(for_worker=workers > 0)
         self.workers = workers
@@ -559,6 +575,7 @@ class Writer:
         request = prep.request
         result = BatchResult()
         new_people: dict[tuple[str, int], int] = {}
+        logged = Pending(library_id, scan_id)
         async with self.store.cursor() as cur:
             await self._lock_library(cur, library_id, wait_for_flush=False, lock=after is None)
             if scan_id is not None and after is None:  # pipelined: in phase 2 (the batch before may add the scan)
@@ -579,20 +596,25 @@ class Writer:
             speculative_ids = prep.speculative_ids  # by position in the batch
             fresh_ids = [] if speculative_ids else ingest.uuid7_texts(len(incoming) - len(stored))
             for inc in incoming:
-                old = stored.get(inc.item.rating_key)
+                item = inc.item
+                old = stored.get(item.rating_key)
                 if old is None:
-                    new.append((inc, speculative_ids[inc.position] if speculative_ids else fresh_ids[len(new)]))
+                    new_id = speculative_ids[inc.position] if speculative_ids else fresh_ids[len(new)]
+                    new.append((inc, new_id))
+                    logged.add(new_id, item.rating_key, item.kind, changes.ADDED, inc.state, item.title)
                     result.added += 1
                     continue
                 item_id, digest, state, missing = old
                 if missing:
                     result.restored += 1
+                    logged.add(item_id, item.rating_key, item.kind, changes.RESTORED, inc.state, item.title)
                 elif digest == inc.digest and state == inc.state:
                     result.unchanged += 1
-                    unchanged.append(inc.item.rating_key)
+                    unchanged.append(item.rating_key)
                     continue
                 else:
                     result.updated += 1
+                    logged.add(item_id, item.rating_key, item.kind, changes.UPDATED, inc.state, item.title)
                 if digest == inc.digest:
                     state_only.append((item_id, inc.state))
                 else:
@@ -622,9 +644,10 @@ class Writer:
                 if scan_id is not None:
                     await self._attach_scan(cur, scan_id, library_id)
                 if unchanged:  # gone missing since classified (another scan's FinishScan): back, as in order
-                    restored = await self._restore_missing(cur, library_id, unchanged)
-                    result.restored += restored
-                    result.unchanged -= restored
+                    back = await self._restore_missing(cur, library_id, unchanged)
+                    logged.add_rows(back, changes.RESTORED)
+                    result.restored += len(back)
+                    result.unchanged -= len(back)
             await self._write_changed(cur, rows_changed, state_only)
             await self._resolve_parents(
                 cur,
@@ -634,15 +657,18 @@ class Writer:
                 + [r[3] for r in rows_changed.items],
             )
             if request.seen_rating_keys:
-                restored, existing = await self._restore_seen(cur, library_id, list(request.seen_rating_keys))
-                result.restored += restored
-                result.unchanged += existing - restored
+                back, existing = await self._restore_seen(cur, library_id, list(request.seen_rating_keys))
+                logged.add_rows(back, changes.RESTORED)
+                result.restored += len(back)
+                result.unchanged += existing - len(back)
             if scan_id is not None:
                 await self._record_seen(cur, scan_id, SEEN_ITEM, [*keys, *request.seen_rating_keys])
                 if collections:
                     await self._record_seen(cur, scan_id, SEEN_COLLECTION, [c.message.rating_key for c in collections])
             if collections:
                 await self._write_collections(cur, library_id, collections)
+            rows = await changes.log_changes(cur, logged, returning=scan_id is None, durable=scan_id is None)
+        result.changes = [self.changelog.message(r) for r in rows]
         self.people.merge(new_people)
         return result
 
@@ -784,23 +810,26 @@ class Writer:
                 (library_id, new_keys),
             )
 
-    async def _restore_missing(self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]) -> int:
-        """Bring the given items back from FILE_NOT_FOUND; how many were missing."""
+    async def _restore_missing(
+        self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]
+    ) -> list[tuple[Any, ...]]:
+        """Bring the given items back from FILE_NOT_FOUND; (id, rating key, kind, state, title) of those that were."""
         await cur.execute(_RESTORE_MISSING, (library_id, keys))
-        return cur.rowcount
+        return list(await cur.fetchall())
 
     async def _restore_seen(
         self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, keys: list[str]
-    ) -> tuple[int, int]:
-        """Bring seen-unchanged items back from FILE_NOT_FOUND; (restored, existing) counts, in one round trip."""
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Bring seen-unchanged items back from FILE_NOT_FOUND: (the restored items' rows as `_restore_missing`
+        gives them, how many of the keys exist), in one round trip."""
         await cur.execute(
-            f"WITH r AS ({_RESTORE_MISSING} RETURNING 1) SELECT (SELECT count(*) FROM r), "
-            "(SELECT count(*) FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[]))",
+            f"WITH r AS ({_RESTORE_MISSING}), n AS "
+            "(SELECT count(*) AS n FROM items WHERE library_id = %s AND rating_key = ANY(%s::text[])) "
+            "SELECT n.n, r.* FROM n LEFT JOIN r ON true",
             (library_id, keys, library_id, keys),
         )
-        row = await cur.fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1])
+        rows = await cur.fetchall()
+        return [tuple(r[1:]) for r in rows if r[1] is not None], int(rows[0][0])
 
     async def _record_seen(
         self, cur: psycopg.AsyncCursor[Any], scan_id: uuid.UUID, entity: int, keys: list[str]
@@ -884,13 +913,15 @@ class Writer:
                 "WITH lib AS (SELECT last_scan_at FROM libraries WHERE id = %(lib)s), "
                 "gone AS (SELECT rating_key FROM items WHERE library_id = %(lib)s AND missing_since IS NULL "
                 "EXCEPT SELECT unnest(rating_keys) FROM scan_seen WHERE scan_id = %(scan)s AND entity = 0) "
-                "UPDATE items i SET missing_since = now(), updated_at = now(), "
+                f"UPDATE items i SET {_MARK_MISSING_SET}, "
                 "last_seen_at = GREATEST(i.last_seen_at, COALESCE((SELECT last_scan_at FROM lib), i.last_seen_at)) "
                 "FROM gone WHERE i.library_id = %(lib)s AND i.rating_key = gone.rating_key "
-                "AND i.missing_since IS NULL",
+                f"AND i.missing_since IS NULL {_MISSING_RETURNING}",
                 {"lib": library_id, "scan": scan_id},
             )
-            missing = cur.rowcount
+            logged = Pending(library_id, scan_id)
+            logged.add_rows(await cur.fetchall(), changes.MISSING, FNF)
+            missing = len(logged)
             await cur.execute(
                 "SELECT count(*) FROM items WHERE library_id = %s AND missing_since IS NULL", (library_id,)
             )
@@ -919,8 +950,45 @@ class Writer:
             await cur.execute(
                 "DELETE FROM scan_seen WHERE scan_id IN (SELECT id FROM scans WHERE library_id = %s)", (library_id,)
             )
+            await changes.log_changes(cur, logged, returning=False)  # the last statement
         log.info(
             "scan finished",
             extra={"library_id": str(library_id), "scan_id": str(scan_id), "missing": missing, "present": present},
         )
         return catalog_pb2.FinishScanResponse(missing=missing, present=present, collections_removed=removed)
+
+    async def mark_items_missing(
+        self, request: catalog_pb2.MarkItemsMissingRequest
+    ) -> tuple[int, list[common_pb2.ItemChange]]:
+        """Items Plex confirmed deleted, with everything below them (a show's seasons and episodes, a season's
+        episodes), become FILE_NOT_FOUND as FinishScan marks them, in one transaction with their change rows:
+        (how many were newly marked, the changes logged)."""
+        library_id = ingest.parse_uuid(request.library_id, "library_id")
+        assert library_id is not None
+        keys = list(request.rating_keys)
+        if not 1 <= len(keys) <= MAX_MISSING_KEYS:
+            raise InvalidArgumentError.single(
+                "rating_keys", f"give 1 to {MAX_MISSING_KEYS} rating keys, got {len(keys)}"
+            )
+        bad = [
+            FieldViolation(f"rating_keys[{i}]", f"must be 1 to {ingest.MAX_KEY} characters, without NUL")
+            for i, key in enumerate(keys)
+            if not key or len(key) > ingest.MAX_KEY or "\x00" in key
+        ]
+        if bad:
+            raise InvalidArgumentError(bad)
+        async with self.store.cursor() as cur:
+            await self._lock_library(cur, library_id)
+            await cur.execute(
+                "WITH RECURSIVE gone(id) AS ("
+                " SELECT id FROM items WHERE library_id = %(lib)s AND rating_key = ANY(%(keys)s::text[])"
+                " UNION SELECT c.id FROM items c JOIN gone ON c.parent_id = gone.id) "
+                f"UPDATE items i SET {_MARK_MISSING_SET} FROM gone "
+                f"WHERE i.id = gone.id AND i.library_id = %(lib)s AND i.missing_since IS NULL {_MISSING_RETURNING}",
+                {"lib": library_id, "keys": keys},
+            )
+            logged = Pending(library_id, None)
+            logged.add_rows(await cur.fetchall(), changes.MISSING, FNF)
+            rows = await changes.log_changes(cur, logged, returning=True)  # the last statement
+        log.info("items marked missing", extra={"library_id": str(library_id), "missing": len(logged)})
+        return len(logged), [self.changelog.message(r) for r in rows]

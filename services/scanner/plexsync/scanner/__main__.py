@@ -18,8 +18,11 @@ from plexsync.scanner.events import EventPublisher
 from plexsync.scanner.jobs import JobRunner
 from plexsync.scanner.manager import ScanManager
 from plexsync.scanner.migrate import migrate
-from plexsync.scanner.peers import GrpcCatalog, GrpcCredentials
-from plexsync.scanner.repository import ScanRepository
+from plexsync.scanner.peers import GrpcCatalog, GrpcCredentials, GrpcScheduler
+from plexsync.scanner.realtime.leases import Lease, WatchLeases
+from plexsync.scanner.realtime.supervisor import WatchSupervisor
+from plexsync.scanner.realtime.watcher import ServerWatcher, WatcherOptions
+from plexsync.scanner.repository import OWNER, ScanRepository
 from plexsync.scanner.server import ScannerServicer
 from plexsync.scanner.settings import ScannerSettings
 from plexsync.v1 import scanner_pb2_grpc
@@ -39,11 +42,14 @@ async def serve(settings: ScannerSettings) -> None:
     )
     catalog_channel = peer_channel(settings, settings.catalog_addr)
     auth_channel = peer_channel(settings, settings.auth_addr)
+    scheduler_channel = peer_channel(settings, settings.scheduler_addr)
+    leases = WatchLeases(engine, holder=OWNER, ttl_seconds=settings.realtime_lease_seconds)
     servicer = ScannerServicer()
     app = ServiceApp("scanner", settings)
     app.add_service("plexsync.v1.ScannerService", scanner_pb2_grpc.add_ScannerServiceServicer_to_server, servicer)
     managers: list[ScanManager] = []
     runners: list[JobRunner] = []
+    supervisors: list[WatchSupervisor] = []
 
     async def ready() -> None:
         await wait_for_database(engine)
@@ -58,13 +64,17 @@ async def serve(settings: ScannerSettings) -> None:
         )
         await manager.start()
         managers.append(manager)
-        servicer.attach(manager)
+        servicer.attach(manager, leases)
         runner = JobRunner(manager=manager, bus=bus, settings=settings)
         await runner.start()
         runners.append(runner)
         # At SIGTERM, stop taking jobs and hand the running ones back at once, not after the gRPC drain (which may
         # wait for watchers): another replica starts them meanwhile.
         app.on_stop_requested(runner.begin_close)
+        if settings.realtime_enabled:
+            supervisor = realtime_supervisor(settings, manager, leases, GrpcScheduler(scheduler_channel))
+            supervisor.start()
+            supervisors.append(supervisor)
         # A scan allocates millions of short-lived, acyclic objects (parsed pages, protobufs); with the default
         # thresholds the cyclic GC keeps re-traversing everything imported at start-up, ~20-30% of a listing's
         # parse time. Freeze that heap (it lives as long as the process) and collect the young less often.
@@ -74,15 +84,53 @@ async def serve(settings: ScannerSettings) -> None:
     async def close() -> None:
         for runner in runners:  # first: its job scans end as requeued and go back to the queue
             await runner.close()
+        for supervisor in supervisors:  # releases the leases: another replica takes the watches at once
+            await supervisor.close()
         for manager in managers:
             await manager.close()
         await catalog_channel.close()
         await auth_channel.close()
+        await scheduler_channel.close()
         await bus.close()
         await engine.dispose()
 
     app.on_shutdown(close)
     await app.run(ready)
+
+
+def realtime_supervisor(
+    settings: ScannerSettings, manager: ScanManager, leases: WatchLeases, scheduler: GrpcScheduler
+) -> WatchSupervisor:
+    """The replica's share of the real-time watchers, built from the same peers and Plex clients as scans."""
+    catalog, credentials = manager.catalog, manager.credentials
+    assert isinstance(catalog, GrpcCatalog) and isinstance(credentials, GrpcCredentials)
+    options = WatcherOptions(
+        heartbeat=settings.realtime_heartbeat_seconds,
+        backoff_max=settings.realtime_backoff_max_seconds,
+        debounce=settings.realtime_debounce_seconds,
+        max_wait=settings.realtime_max_wait_seconds,
+        metadata_batch=settings.scan_metadata_batch,
+    )
+
+    def make_watcher(server_id: str, lease: Lease) -> ServerWatcher:
+        return ServerWatcher(
+            server_id,
+            catalog=catalog,
+            credentials=credentials,
+            scheduler=scheduler,
+            events=manager.publisher,
+            make_plex=manager.plex_client,
+            options=options,
+            took_over_from=lease.previous_holder,
+        )
+
+    return WatchSupervisor(
+        leases=leases,
+        servers=credentials,
+        make_watcher=make_watcher,
+        poll_seconds=settings.realtime_lease_seconds / 3,
+        servers_every_seconds=settings.realtime_servers_poll_seconds,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

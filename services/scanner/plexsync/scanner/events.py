@@ -65,13 +65,16 @@ class ScanFeed:
                 return
 
 
+PublishedEvent = events_pb2.ScanEvent | events_pb2.ItemChangedEvent
+
+
 class EventPublisher:
     """One ordered background publisher to NATS for the whole process."""
 
     def __init__(self, bus: Publisher | None, *, attempts: int = 3) -> None:
         self._bus = bus
         self._attempts = attempts
-        self._queue: asyncio.Queue[tuple[str, events_pb2.ScanEvent, otel_context.Context] | None] = asyncio.Queue(
+        self._queue: asyncio.Queue[tuple[str, PublishedEvent, otel_context.Context] | None] = asyncio.Queue(
             maxsize=10_000
         )
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +85,7 @@ class EventPublisher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="scan-event-publisher")
 
-    def submit(self, subject: str, event: events_pb2.ScanEvent) -> None:
+    def submit(self, subject: str, event: PublishedEvent) -> None:
         if self._bus is None:
             return
         try:
@@ -108,7 +111,7 @@ class EventPublisher:
                     if attempt == self._attempts:
                         self.dropped += 1
                         log.warning(
-                            "could not publish scan event",
+                            "could not publish event",
                             extra={"subject": subject, "error": type(exc).__name__},
                         )
                     else:

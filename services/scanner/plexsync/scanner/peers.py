@@ -1,4 +1,4 @@
-"""gRPC adapters for the scanner's peers (catalog, auth), implementing the domain's ports."""
+"""gRPC adapters for the scanner's peers (catalog, auth, scheduler), implementing the domain's ports."""
 
 from __future__ import annotations
 
@@ -9,11 +9,20 @@ import grpc
 from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from plexsync.scanner.manager import PeerError
 from plexsync.scanner.plex_client import PlexCredentials
-from plexsync.v1 import auth_pb2, auth_pb2_grpc, catalog_pb2, catalog_pb2_grpc, common_pb2
+from plexsync.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    common_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
 
 T = TypeVar("T")
 CALL_TIMEOUT = 30.0
 FINISH_TIMEOUT = 900.0
+MARK_MISSING_CHUNK = 1000
 
 
 def _translate(service: str, exc: grpc.aio.AioRpcError) -> Exception:
@@ -91,6 +100,27 @@ class GrpcCatalog:
     ) -> catalog_pb2.RegisterLibrariesResponse:
         return await _call("catalog", self._stub.RegisterLibraries, request)
 
+    async def list_libraries(self, server_id: str) -> list[common_pb2.Library]:
+        libraries: list[common_pb2.Library] = []
+        token = ""
+        while True:
+            req = catalog_pb2.ListLibrariesRequest(server_id=server_id, page_size=1000, page_token=token)
+            resp = await _call("catalog", self._stub.ListLibraries, req)
+            libraries.extend(resp.libraries)
+            token = resp.next_page_token
+            if not token:
+                return libraries
+
+    async def mark_items_missing(self, library_id: str, rating_keys: list[str]) -> list[common_pb2.ItemChange]:
+        changes: list[common_pb2.ItemChange] = []
+        for start in range(0, len(rating_keys), MARK_MISSING_CHUNK):
+            req = catalog_pb2.MarkItemsMissingRequest(
+                library_id=library_id, rating_keys=rating_keys[start : start + MARK_MISSING_CHUNK]
+            )
+            resp = await _call("catalog", self._stub.MarkItemsMissing, req)
+            changes.extend(resp.changes)
+        return changes
+
 
 class GrpcCredentials:
     """Credentials from AuthService (GetServerCredentials is allowed for the scanner identity only)."""
@@ -108,3 +138,29 @@ class GrpcCredentials:
     async def server_name(self, server_id: str) -> str:
         resp = await _call("auth", self._stub.GetServer, auth_pb2.GetServerRequest(server_id=server_id))
         return resp.server.name or server_id
+
+    async def server_ids(self) -> list[str]:
+        """Every server auth knows (the real-time watchers' work list)."""
+        ids: list[str] = []
+        token = ""
+        while True:
+            req = auth_pb2.ListServersRequest(page_size=1000, page_token=token)
+            resp = await _call("auth", self._stub.ListServers, req)
+            ids.extend(s.id for s in resp.servers)
+            token = resp.next_page_token
+            if not token:
+                return ids
+
+
+class GrpcScheduler:
+    """The scheduler's TriggerSync, for the real-time watcher's fallback scans."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+
+    async def incremental_scan(self, library_id: str, reason: str) -> None:
+        # force: a scan already running may have passed the change; exactly one follow-up is queued behind it.
+        req = scheduler_pb2.TriggerSyncRequest(
+            library_id=library_id, mode=common_pb2.SCAN_MODE_INCREMENTAL, force=True, reason=reason[:500]
+        )
+        await _call("scheduler", self._stub.TriggerSync, req)

@@ -143,7 +143,7 @@ class PlexClient:
         }
         self._http = httpx.AsyncClient(
             base_url=credentials.base_url.rstrip("/"),
-            verify=_tls_context(),
+            verify=tls_context(),
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
@@ -361,7 +361,7 @@ async def _parse(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process: building one loads the CA bundle (~50-100 ms, per client)."""
     return httpx.create_ssl_context()
 

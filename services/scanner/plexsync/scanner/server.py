@@ -10,18 +10,21 @@ from typing import Any, TypeAlias
 from plexsync.common.errors import InvalidArgumentError, UnavailableError
 from plexsync.common.pagination import decode_token, encode_token, filters_fingerprint, page_size
 from plexsync.scanner.manager import ScanManager
+from plexsync.scanner.realtime.leases import WatchLeases
 from plexsync.v1 import common_pb2, scanner_pb2, scanner_pb2_grpc
 
 # grpc ships no type hints; handlers receive a grpc.aio.ServicerContext.
 Context: TypeAlias = Any
+MAX_ID_LENGTH = 64
 
 
 class ScannerServicer(scanner_pb2_grpc.ScannerServiceServicer):
     def __init__(self) -> None:
         self._manager: ScanManager | None = None
+        self._leases: WatchLeases | None = None
 
-    def attach(self, manager: ScanManager) -> None:
-        self._manager = manager
+    def attach(self, manager: ScanManager, leases: WatchLeases | None = None) -> None:
+        self._manager, self._leases = manager, leases
 
     @property
     def manager(self) -> ScanManager:
@@ -80,3 +83,22 @@ class ScannerServicer(scanner_pb2_grpc.ScannerServiceServicer):
     ) -> AsyncIterator[scanner_pb2.WatchScanResponse]:
         async for event in self.manager.watch(request.scan_id):
             yield scanner_pb2.WatchScanResponse(event=event)
+
+    async def ListWatchers(
+        self, request: scanner_pb2.ListWatchersRequest, context: Context
+    ) -> scanner_pb2.ListWatchersResponse:
+        size = page_size(request.page_size)
+        if request.server_id and len(request.server_id) > MAX_ID_LENGTH:
+            raise InvalidArgumentError.single("server_id", f"must be at most {MAX_ID_LENGTH} characters")
+        if self._leases is None:
+            raise UnavailableError("the scanner is starting; try again shortly")
+        fingerprint = filters_fingerprint("watchers", request.server_id)
+        last = decode_token(request.page_token, fingerprint)
+        watchers = await self._leases.list(request.server_id)
+        if last is not None:
+            watchers = [w for w in watchers if w.server_id > str(last[0])]
+        token = ""
+        if len(watchers) > size:
+            watchers = watchers[:size]
+            token = encode_token([watchers[-1].server_id], fingerprint)
+        return scanner_pb2.ListWatchersResponse(watchers=watchers, next_page_token=token)

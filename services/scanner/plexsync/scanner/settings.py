@@ -30,3 +30,23 @@ class ScannerSettings(CommonSettings):
         default=30.0, ge=1.0, le=3600.0, validation_alias="PLEXSYNC_SCAN_JOB_ACK_WAIT_SECONDS"
     )
     scan_job_max_deliver: int = Field(default=3, ge=1, le=100, validation_alias="PLEXSYNC_SCAN_JOB_MAX_DELIVER")
+    # The real-time watcher (realtime/): one per Plex server across the replicas.
+    realtime_enabled: bool = Field(default=True, validation_alias="PLEXSYNC_REALTIME_ENABLED")
+    realtime_lease_seconds: float = Field(
+        default=5.0, ge=1.0, le=300.0, validation_alias="PLEXSYNC_REALTIME_LEASE_SECONDS"
+    )
+    realtime_heartbeat_seconds: float = Field(
+        default=10.0, ge=0.2, le=300.0, validation_alias="PLEXSYNC_REALTIME_HEARTBEAT_SECONDS"
+    )
+    realtime_debounce_seconds: float = Field(
+        default=0.25, ge=0.0, le=30.0, validation_alias="PLEXSYNC_REALTIME_DEBOUNCE_SECONDS"
+    )
+    realtime_max_wait_seconds: float = Field(
+        default=1.0, ge=0.0, le=60.0, validation_alias="PLEXSYNC_REALTIME_MAX_WAIT_SECONDS"
+    )
+    realtime_backoff_max_seconds: float = Field(
+        default=30.0, ge=0.1, le=600.0, validation_alias="PLEXSYNC_REALTIME_BACKOFF_MAX_SECONDS"
+    )
+    realtime_servers_poll_seconds: float = Field(
+        default=10.0, ge=0.5, le=600.0, validation_alias="PLEXSYNC_REALTIME_SERVERS_POLL_SECONDS"
+    )

@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 DISPATCH_LOCK = "plexsync.scheduler.dispatch"
 DEEP = common_pb2.SCAN_MODE_DEEP
+# Jobs someone (or the real-time watcher) is waiting for go before scheduled ones.
+URGENT_TRIGGERS = (common_pb2.JOB_TRIGGER_MANUAL, common_pb2.JOB_TRIGGER_REALTIME)
 
 
 def now() -> datetime:
@@ -166,7 +168,7 @@ class JobRepository:
                 return []
             candidates = (await session.execute(
                 select(JobRow).where(JobRow.status == PENDING)
-                .order_by((JobRow.trigger == common_pb2.JOB_TRIGGER_MANUAL).desc(), JobRow.create_time)
+                .order_by(JobRow.trigger.in_(URGENT_TRIGGERS).desc(), JobRow.create_time)
                 .limit(500).with_for_update()
             )).scalars().all()  # fmt: skip
             chosen: list[JobRow] = []

@@ -27,6 +27,9 @@ CHANGES: dict[str, scheduler_pb2.JobChange.ValueType] = {
 MAX_WATCHED_JOBS = 1000
 
 
+MAX_REASON_LENGTH = 500
+
+
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     def __init__(self) -> None:
         self._scheduler: Scheduler | None = None
@@ -49,8 +52,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgumentError.single("target", "say what to sync: library_id, server_id or all")
         if which in ("library_id", "server_id") and not getattr(request, which):
             raise InvalidArgumentError.single(which, "must not be empty")
+        if len(request.reason) > MAX_REASON_LENGTH:
+            raise InvalidArgumentError.single("reason", f"must be at most {MAX_REASON_LENGTH} characters")
         target = Target(library_id=request.library_id, server_id=request.server_id, all=request.all)
-        jobs, created = await self.scheduler.trigger(target, request.mode, request.force, caller_identity.get())
+        jobs, created = await self.scheduler.trigger(
+            target, request.mode, request.force, caller_identity.get(), reason=request.reason
+        )
         return scheduler_pb2.TriggerSyncResponse(jobs=jobs, created_job_ids=created)
 
     async def GetJob(self, request: scheduler_pb2.GetJobRequest, context: Context) -> scheduler_pb2.GetJobResponse:

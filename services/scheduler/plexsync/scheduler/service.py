@@ -47,6 +47,8 @@ CATALOG_PATHS = {"enabled": "sync_enabled", "refresh_interval": "refresh_interva
 MIN_INTERVAL_SECONDS = 10
 MAX_INTERVAL_SECONDS = 366 * 86400
 REAPED_MARK = "stopped before it ended"
+# The identity whose triggers are its real-time watcher's fallback scans (JOB_TRIGGER_REALTIME).
+REALTIME_CALLER = "scanner"
 
 
 def parse_job_id(job_id: str, field: str = "job_id") -> uuid.UUID:
@@ -127,9 +129,10 @@ class Scheduler:
 
     # ------------------------------------------------------------------ TriggerSync
     async def trigger(
-        self, target: Target, mode: int, force: bool, caller: str
+        self, target: Target, mode: int, force: bool, caller: str, *, reason: str = ""
     ) -> tuple[list[common_pb2.Job], list[str]]:
-        """One job per target library, and the ids of those this call created."""
+        """One job per target library, and the ids of those this call created. A scanner asking is its real-time
+        watcher making sure of changes it may have missed; its jobs say so."""
         if mode == common_pb2.SCAN_MODE_UNSPECIFIED:
             mode = common_pb2.SCAN_MODE_INCREMENTAL
         if mode not in MODES:
@@ -139,10 +142,12 @@ class Scheduler:
         jobs: list[JobRow] = []
         created: list[str] = []
         t = self.clock()
+        trigger = common_pb2.JOB_TRIGGER_REALTIME if caller == REALTIME_CALLER else common_pb2.JOB_TRIGGER_MANUAL
+        why = reason or f"requested by {who}"
         for library in libraries:
             spec = JobSpec(
-                library=library, mode=mode, force=force, trigger=common_pb2.JOB_TRIGGER_MANUAL, triggered_by=who,
-                reason=f"requested by {who}" + (" (forced)" if force else ""), due_time=t,
+                library=library, mode=mode, force=force, trigger=trigger, triggered_by=who,
+                reason=why + (" (forced)" if force else ""), due_time=t,
                 traceparent=current_traceparent(),
             )  # fmt: skip
             enqueued = await self.repo.enqueue(spec)

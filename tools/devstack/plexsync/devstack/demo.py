@@ -33,6 +33,7 @@ SEED = 7
 LOCAL_EVERY = 3
 DEMO_SCHEDULER_ENV = {"PLEXSYNC_SCHEDULER_TICK_SECONDS": "1", "PLEXSYNC_SCHEDULER_RECONCILE_SECONDS": "2"}
 SCHEDULED_WAIT_SECONDS = 90
+REALTIME_WAIT_SECONDS = 15
 
 
 def fakeplex_args(sizes: dict[str, int]) -> list[str]:
@@ -139,8 +140,30 @@ async def change_some_items(fakeplex_url: str) -> int:
         await control.change(2, summary="A new plot, written for the demo.")
         await control.add_media(3)
         await control.delete(4)
-        await control.reset_stats()
     return 4
+
+
+async def reset_plex_stats(fakeplex_url: str) -> None:
+    from plexsync.fakeplex.control import FakePlexControl
+
+    async with FakePlexControl(fakeplex_url) as control:
+        await control.reset_stats()
+
+
+def follows_in_real_time(cli: Cli, changed_at: float) -> bool:
+    """Wait for the watcher to bring fakeplex's changes into the catalog, with no scan, and show its state."""
+    deadline = changed_at + REALTIME_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        renamed = cli.json("items", "search", "The Demo Cut")
+        gone = cli.json("items", "list", "--state", "file_not_found", "--limit", "5")
+        if renamed and gone:
+            console.print(f"The catalog followed in real time, {time.monotonic() - changed_at:.1f}s after the "
+                          "changes, from Plex's notifications (no scan ran):")  # fmt: skip
+            cli.run("servers", "watch-status")
+            return True
+        time.sleep(0.2)
+    console.print(f"[red]The catalog did not follow the changes within {REALTIME_WAIT_SECONDS}s[/red]")
+    return False
 
 
 def started_at(job: dict[str, Any]) -> datetime:
@@ -234,14 +257,18 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
             return 1
 
         changed = asyncio.run(change_some_items(state.fakeplex_url))
-        console.print(f"\nChanged {changed} items in fakeplex (edit, edit, new version, delete). Incremental sync:")
+        console.print(f"\nChanged {changed} items in fakeplex (edit, edit, new version, delete).")
+        if not follows_in_real_time(cli, time.monotonic()):
+            return 1
+        asyncio.run(reset_plex_stats(state.fakeplex_url))
+        console.print("An incremental sync now (the schedule's safety net) confirms what the watcher wrote:")
         sync_started = time.monotonic()
         cli.run("sync", "--server", server_id, "--wait")
         requests = asyncio.run(plex_requests(state.fakeplex_url))
         metadata = sum(n for path, n in requests.items() if path == "GET /library/metadata/{ids}")
         console.print(f"The incremental sync took {time.monotonic() - sync_started:.1f}s and made "
                       f"{sum(requests.values())} Plex requests; only {metadata} fetched full metadata "
-                      "(of the changed items); the rest were listings.")  # fmt: skip
+                      "(the items the watcher wrote); the rest were listings.")  # fmt: skip
         movies = next(lib for lib in cli.json("libraries", "list") if lib.get("kind") == "LIBRARY_KIND_MOVIES")
         if not scheduled_scan(cli, state.fakeplex_url, movies):
             return 1

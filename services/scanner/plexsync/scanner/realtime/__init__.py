@@ -1,0 +1,1 @@
+"""The real-time watcher: Plex notifications applied to the catalog within seconds."""
