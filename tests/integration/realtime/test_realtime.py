@@ -170,8 +170,10 @@ async def item_by_key(stubs: dict[str, Any], library_id: str, rating_key: str) -
 
 
 async def connected(stubs: dict[str, Any], server_id: str) -> scanner_pb2.Watcher | None:
-    w = await watcher(stubs, server_id)
-    return w if w.state == scanner_pb2.WATCHER_STATE_CONNECTED else None
+    resp = await stubs["scanner"].ListWatchers(scanner_pb2.ListWatchersRequest(server_id=server_id))
+    live = [w for w in resp.watchers if w.state == scanner_pb2.WATCHER_STATE_CONNECTED]
+    assert len(live) <= 1, resp
+    return live[0] if live else None
 
 
 async def test_one_replica_holds_the_watch(stubs: dict[str, Any], synced: dict[str, Any], cluster: Replicas) -> None:

@@ -1,4 +1,4 @@
-"""The scanner's own tables (schema ``scanner``): the history of scans."""
+"""The scanner's own tables (schema ``scanner``): the history of scans and the real-time watch leases."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from plexsync.common.db import schema_metadata
-from sqlalchemy import Boolean, DateTime, Index, Integer, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, SmallInteger, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "scanner"
@@ -61,3 +61,24 @@ class ScanRow(Base):
             postgresql_where=text("status IN (1, 2)"),
         ),
     )
+
+
+class WatcherRow(Base):
+    """The lease on one Plex server's real-time watch, with its holder's view of the stream (realtime/leases.py)."""
+
+    __tablename__ = "watchers"
+
+    server_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    lease_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    state: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
+    connected_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lag_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    reconnects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    changes_applied: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    fallback_scans: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    library_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
