@@ -208,24 +208,19 @@ def _print_rules(rules: list[Any]) -> None:
     print_table("Path replacements", ["plex path", "local path"], [(r.plex_path, r.local_path) for r in rules])
 
 
-def cmd_libraries_remote(args: argparse.Namespace, svc: Services) -> int:
-    library = common_pb2.Library(id=args.library_id, remote_streaming_enabled=args.state == "on")
-    updated = _update_library(svc, library, ["remote_streaming_enabled"])
-    if args.json:
-        print_json(updated)
-    else:
-        _print_libraries([updated])
-    return 0
+def cmd_libraries_setting(field: str) -> Handler:
+    """`libraries remote-streaming|realtime LIB on|off`: set one boolean setting of a library."""
 
+    def handler(args: argparse.Namespace, svc: Services) -> int:
+        library = common_pb2.Library(id=args.library_id, **{field: args.state == "on"})
+        updated = _update_library(svc, library, [field])
+        if args.json:
+            print_json(updated)
+        else:
+            _print_libraries([updated])
+        return 0
 
-def cmd_libraries_realtime(args: argparse.Namespace, svc: Services) -> int:
-    library = common_pb2.Library(id=args.library_id, realtime_enabled=args.state == "on")
-    updated = _update_library(svc, library, ["realtime_enabled"])
-    if args.json:
-        print_json(updated)
-    else:
-        _print_libraries([updated])
-    return 0
+    return handler
 
 
 def cmd_paths_list(args: argparse.Namespace, svc: Services) -> int:
@@ -390,10 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     interval = command(libraries, "set-interval", cmd_libraries_set_interval, "set the refresh interval")
     interval.add_argument("library_id")
     interval.add_argument("interval", help="e.g. 30m, 6h, 1d; 'default' for the scheduler's")
-    remote = command(libraries, "remote-streaming", cmd_libraries_remote, "missing local files stream from Plex")
+    remote = command(
+        libraries,
+        "remote-streaming",
+        cmd_libraries_setting("remote_streaming_enabled"),
+        "missing local files stream from Plex",
+    )
     remote.add_argument("library_id")
     remote.add_argument("state", choices=["on", "off"])
-    realtime = command(libraries, "realtime", cmd_libraries_realtime, "apply Plex's changes within seconds")
+    realtime = command(
+        libraries, "realtime", cmd_libraries_setting("realtime_enabled"), "apply Plex's changes within seconds"
+    )
     realtime.add_argument("library_id")
     realtime.add_argument("state", choices=["on", "off"])
 

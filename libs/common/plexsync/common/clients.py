@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from plexsync.common.config import CommonSettings
 from plexsync.common.grpc_server import MAX_MESSAGE_BYTES
 from plexsync.common.telemetry import client_interceptors
+
+T = TypeVar("T")
 
 # Transparent retries for calls that failed before reaching the peer's handler logic.
 _SERVICE_CONFIG = json.dumps(
@@ -88,3 +91,14 @@ def peer_channel(settings: CommonSettings, address: str) -> grpc.aio.Channel:
     if not token:
         raise RuntimeError("PLEXSYNC_SERVICE_TOKEN is empty: this service needs a token to call its peers")
     return service_channel(address, token)
+
+
+async def all_pages(page: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:
+    """Every item of a paged List call: ``page(token)`` returns one page's items and its next_page_token."""
+    items: list[T] = []
+    token = ""
+    while True:
+        found, token = await page(token)
+        items.extend(found)
+        if not token:
+            return items

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from plexsync.common.clients import all_pages
 from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from plexsync.scanner.manager import PeerError
 from plexsync.scanner.plex_client import PlexCredentials
@@ -60,15 +61,12 @@ class GrpcCatalog:
         return resp.library
 
     async def list_path_replacements(self, server_id: str) -> list[common_pb2.PathReplacement]:
-        rules: list[common_pb2.PathReplacement] = []
-        token = ""
-        while True:
+        async def page(token: str) -> tuple[list[common_pb2.PathReplacement], str]:
             req = catalog_pb2.ListPathReplacementsRequest(server_id=server_id, page_size=1000, page_token=token)
             resp = await _call("catalog", self._stub.ListPathReplacements, req)
-            rules.extend(resp.rules)
-            token = resp.next_page_token
-            if not token:
-                return rules
+            return list(resp.rules), resp.next_page_token
+
+        return await all_pages(page)
 
     async def item_etags(self, library_id: str) -> AsyncIterator[catalog_pb2.ItemEtag]:
         call = self._stub.GetItemEtags(catalog_pb2.GetItemEtagsRequest(library_id=library_id))
@@ -101,15 +99,12 @@ class GrpcCatalog:
         return await _call("catalog", self._stub.RegisterLibraries, request)
 
     async def list_libraries(self, server_id: str) -> list[common_pb2.Library]:
-        libraries: list[common_pb2.Library] = []
-        token = ""
-        while True:
+        async def page(token: str) -> tuple[list[common_pb2.Library], str]:
             req = catalog_pb2.ListLibrariesRequest(server_id=server_id, page_size=1000, page_token=token)
             resp = await _call("catalog", self._stub.ListLibraries, req)
-            libraries.extend(resp.libraries)
-            token = resp.next_page_token
-            if not token:
-                return libraries
+            return list(resp.libraries), resp.next_page_token
+
+        return await all_pages(page)
 
     async def mark_items_missing(self, library_id: str, rating_keys: list[str]) -> list[common_pb2.ItemChange]:
         changes: list[common_pb2.ItemChange] = []
@@ -141,15 +136,14 @@ class GrpcCredentials:
 
     async def server_ids(self) -> list[str]:
         """Every server auth knows (the real-time watchers' work list)."""
-        ids: list[str] = []
-        token = ""
-        while True:
-            req = auth_pb2.ListServersRequest(page_size=1000, page_token=token)
-            resp = await _call("auth", self._stub.ListServers, req)
-            ids.extend(s.id for s in resp.servers)
-            token = resp.next_page_token
-            if not token:
-                return ids
+
+        async def page(token: str) -> tuple[list[str], str]:
+            resp = await _call(
+                "auth", self._stub.ListServers, auth_pb2.ListServersRequest(page_size=1000, page_token=token)
+            )
+            return [s.id for s in resp.servers], resp.next_page_token
+
+        return await all_pages(page)
 
 
 class GrpcScheduler:

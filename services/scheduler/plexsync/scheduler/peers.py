@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
+from plexsync.common.clients import all_pages
 from plexsync.common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -61,15 +62,12 @@ class GrpcCatalog:
         return resp.library
 
     async def list_libraries(self, server_id: str = "") -> list[common_pb2.Library]:
-        out: list[common_pb2.Library] = []
-        token = ""
-        while True:
+        async def page(token: str) -> tuple[list[common_pb2.Library], str]:
             req = catalog_pb2.ListLibrariesRequest(server_id=server_id, page_size=1000, page_token=token)
             resp = await call("catalog", self._stub.ListLibraries, req)
-            out.extend(resp.libraries)
-            token = resp.next_page_token
-            if not token:
-                return out
+            return list(resp.libraries), resp.next_page_token
+
+        return await all_pages(page)
 
     async def update_library(self, library: common_pb2.Library, paths: list[str]) -> common_pb2.Library:
         req = catalog_pb2.UpdateLibraryRequest(library=library, update_mask=field_mask_pb2.FieldMask(paths=paths))
@@ -99,12 +97,10 @@ class GrpcServers:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
 
     async def server_ids(self) -> list[str]:
-        ids: list[str] = []
-        token = ""
-        while True:
-            req = auth_pb2.ListServersRequest(page_size=1000, page_token=token)
-            resp = await call("auth", self._stub.ListServers, req)
-            ids.extend(s.id for s in resp.servers)
-            token = resp.next_page_token
-            if not token:
-                return ids
+        async def page(token: str) -> tuple[list[str], str]:
+            resp = await call(
+                "auth", self._stub.ListServers, auth_pb2.ListServersRequest(page_size=1000, page_token=token)
+            )
+            return [s.id for s in resp.servers], resp.next_page_token
+
+        return await all_pages(page)

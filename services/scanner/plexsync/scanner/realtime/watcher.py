@@ -77,6 +77,14 @@ class WatcherOptions:
     metadata_batch: int = 50
 
 
+@dataclass(slots=True)
+class OpenActivity:
+    """A library activity whose start this connection saw, and the final item entries seen since."""
+
+    section_key: str
+    changes_seen: int = 0
+
+
 class StreamClosedError(Exception):
     """The notification stream ended (a drop, a missed heartbeat, a server restart)."""
 
@@ -105,8 +113,8 @@ class ServerWatcher:
         self._recheck = False  # ask auth to re-verify the token before the next connection
         self._libraries_at = 0.0
         self._wake = asyncio.Event()
-        # Library activities open on this connection: uuid -> [section key, final entries seen since it started].
-        self._activities: dict[str, list[str | int]] = {}
+        # Library activities open on this connection, by uuid.
+        self._activities: dict[str, OpenActivity] = {}
 
     # ------------------------------------------------------------------ the connection loop
     async def run(self) -> None:
@@ -118,7 +126,7 @@ class ServerWatcher:
                 creds = await self.credentials.credentials(self.server_id, recheck=self._recheck)
                 self._recheck = False
                 self.status.state = scanner_pb2.WATCHER_STATE_CONNECTING
-                async with PlexClientPair(self, creds) as (plex, ws):
+                async with NotificationConnection(self, creds) as (plex, ws):
                     self.status.state = scanner_pb2.WATCHER_STATE_CONNECTED
                     self.status.connected_since = datetime.now(UTC)
                     self.status.last_error = ""
@@ -173,8 +181,8 @@ class ServerWatcher:
             if isinstance(n, TimelineEntry):
                 if n.final:
                     for activity in self._activities.values():
-                        if activity[0] == n.section_key:
-                            activity[1] = int(activity[1]) + 1
+                        if activity.section_key == n.section_key:
+                            activity.changes_seen += 1
                 self.batcher.add(n, now, wall)
                 self._wake.set()
             elif isinstance(n, ActivityEntry) and n.touches_library:
@@ -182,14 +190,14 @@ class ServerWatcher:
 
     def _activity(self, n: ActivityEntry) -> None:
         if n.event == "started":
-            self._activities[n.uuid] = [n.section_key, 0]
+            self._activities[n.uuid] = OpenActivity(n.section_key)
             return
         if n.event != "ended":
             return
         opened = self._activities.pop(n.uuid, None)
         if opened is None:
             reason = f"Plex finished {n.type} of section {n.section_key}, whose start the watcher did not see"
-        elif opened[1] == 0:
+        elif opened.changes_seen == 0:
             reason = f"Plex finished {n.type} of section {n.section_key} and the watcher saw no item change"
         else:
             return
@@ -289,8 +297,9 @@ class ServerWatcher:
         log.info("asked for an incremental scan", extra={"library_id": library.id, "reason": reason})
 
 
-class PlexClientPair:
-    """``async with PlexClientPair(watcher, creds) as (plex, ws)``: the Plex client for fetches and the stream."""
+class NotificationConnection:
+    """``async with NotificationConnection(watcher, creds) as (plex, ws)``: a Plex client for the fetches, and the
+    notification stream."""
 
     def __init__(self, watcher: ServerWatcher, creds: PlexCredentials) -> None:
         self.watcher, self.creds = watcher, creds
