@@ -95,6 +95,22 @@ async def test_realtime_write_returns_its_changes_and_the_feed_delivers_them(cat
     assert fed[3].item_kind == C.ITEM_KIND_MOVIE and fed[3].library_id == lib and not fed[3].scan_id
 
 
+async def test_a_new_etag_on_the_same_content_is_no_change(catalog: Stub) -> None:
+    """A scan confirming what the real-time watcher wrote (under its own etag) stores Plex's etag, logs nothing."""
+    lib = await new_library(catalog)
+    [first] = await write(catalog, batch(lib, [movie("1", etag="realtime:1"), movie("2", etag="realtime:2")]))
+    assert first.added == 2
+    scan = str(uuid.uuid4())
+    confirm = [movie("1", etag="plex-1"), movie("2", etag="plex-2", state=C.ITEM_STATE_REMOTE_ONLY)]
+    [ack] = await write(catalog, batch(lib, confirm, scan_id=scan))
+    assert (ack.added, ack.updated, ack.unchanged) == (0, 1, 1)  # 2's state changed; 1 only its etag
+    await finish(catalog, lib, scan)
+    etags = [e async for r in catalog.GetItemEtags(catalog_pb2.GetItemEtagsRequest(library_id=lib)) for e in r.etags]
+    assert {e.rating_key: e.etag for e in etags} == {"1": "plex-1", "2": "plex-2"}
+    watched = await collect(catalog, Watch(library_id=lib, resume_token=first.changes[-1].resume_token), 1)
+    assert summary(watched) == [("UPDATED", "2")]
+
+
 async def test_scan_batches_and_finish_scan_log_added_updated_missing_restored(catalog: Stub) -> None:
     lib = await new_library(catalog)
     first = str(uuid.uuid4())

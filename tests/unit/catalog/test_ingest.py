@@ -51,11 +51,11 @@ def test_framed_items_parse_as_the_request_items() -> None:
     incoming = ingest.prepare_batch(request(small, mid, big), 10)
     framed = catalog_pb2.WriteItemsRequest.FromString(ingest.frame_items([inc.wire for inc in incoming]))
     assert list(framed.items) == [inc.item for inc in incoming] and not framed.library_id
-    assert [ingest.digest_of(inc.wire) for inc in incoming] == [inc.digest for inc in incoming]
+    assert all(inc.item.etag for inc in incoming)  # the etag travels to the worker, outside the hash
     assert ingest.frame_items([]) == b""
 
 
-def test_hash_ignores_output_fields_and_state() -> None:
+def test_hash_ignores_output_fields_state_and_etag() -> None:
     a = movie("1")
     b = movie("1", id=str(uuid.uuid4()), library_id=str(LIB), state=C.ITEM_STATE_REMOTE_ONLY)
     b.update_time.seconds = 5
@@ -64,6 +64,8 @@ def test_hash_ignores_output_fields_and_state() -> None:
     c = movie("1")
     c.media[0].parts[0].streams[0].codec = "av1"
     assert ingest.prepare_batch(request(c), 10)[0].digest != ia.digest
+    [retagged] = ingest.prepare_batch(request(movie("1", etag="realtime:1")), 10)
+    assert retagged.digest == ia.digest and retagged.item.etag == "realtime:1"
 
 
 def test_prepare_batch_checks_keys_states_and_size() -> None:

@@ -110,6 +110,24 @@ class Incoming:
 
 
 _ITEMS_TAG = b"\x22"  # WriteItemsRequest.items: field 4, length-delimited
+_ETAG_TAG = b"\x3a"  # Item.etag: field 7, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _etag_field(etag: str) -> bytes:
+    """Item.etag in wire format, appended after the other fields (a parser takes fields in any order)."""
+    if not etag:
+        return b""
+    raw = etag.encode()
+    return _ETAG_TAG + _varint(len(raw)) + raw
 
 
 def frame_items(wires: list[bytes]) -> bytes:
@@ -117,13 +135,7 @@ def frame_items(wires: list[bytes]) -> bytes:
     length-delimited field 4): cheaper than serializing the request again, the items already are."""
     out = []
     for wire in wires:
-        n = len(wire)
-        prefix = bytearray(_ITEMS_TAG)
-        while n > 0x7F:
-            prefix.append(n & 0x7F | 0x80)
-            n >>= 7
-        prefix.append(n)
-        out.append(bytes(prefix))
+        out.append(_ITEMS_TAG + _varint(len(wire)))
         out.append(wire)
     return b"".join(out)
 
@@ -132,8 +144,10 @@ def prepare_batch(request: catalog_pb2.WriteItemsRequest, max_items: int) -> lis
     """Request-level checks for every item, and content hashes.
 
     The hash covers everything the scanner sends except `state` (compared on its own, so an item that comes
-    back from FILE_NOT_FOUND with the same content is a state change only) and the output-only fields
-    (id, library_id, parent_id, first/last seen, update time), which are cleared on the request's messages.
+    back from FILE_NOT_FOUND with the same content is a state change only), `etag` (compared on its own too: a
+    scan that confirms what the real-time watcher wrote under its own etag changes nothing but the etag) and
+    the output-only fields (id, library_id, parent_id, first/last seen, update time), which are cleared on the
+    request's messages.
     """
     violations: list[FieldViolation] = []
     if len(request.items) > max_items:
@@ -169,8 +183,11 @@ def prepare_batch(request: catalog_pb2.WriteItemsRequest, max_items: int) -> lis
             )
         for name in ("id", "library_id", "parent_id", "state", "first_seen_at", "last_seen_at", "update_time"):
             item.ClearField(name)
-        wire = item.SerializeToString(deterministic=True)
-        out.append(Incoming(i, item, state, digest_of(wire), wire))
+        etag = item.etag
+        item.ClearField("etag")
+        content = item.SerializeToString(deterministic=True)
+        item.etag = etag
+        out.append(Incoming(i, item, state, digest_of(content), content + _etag_field(etag)))
     for j, key in enumerate(request.seen_rating_keys):
         if not key or len(key) > MAX_KEY or "\x00" in key:
             violations.append(FieldViolation(f"seen_rating_keys[{j}]", f"must be 1 to {MAX_KEY} characters"))

@@ -581,18 +581,19 @@ class Writer:
             if scan_id is not None and after is None:  # pipelined: in phase 2 (the batch before may add the scan)
                 await self._attach_scan(cur, scan_id, library_id)
             keys = [inc.item.rating_key for inc in incoming]
-            stored: dict[str, tuple[uuid.UUID, bytes, int, bool]] = {}
+            stored: dict[str, tuple[uuid.UUID, bytes, int, bool, str]] = {}
             if keys:
                 await cur.execute(
-                    "SELECT rating_key, id, content_hash, state, missing_since IS NOT NULL FROM items "
+                    "SELECT rating_key, id, content_hash, state, missing_since IS NOT NULL, etag FROM items "
                     "WHERE library_id = %s AND rating_key = ANY(%b::text[])",
                     (library_id, keys),
                 )
-                stored = {row[0]: (row[1], row[2], row[3], row[4]) for row in await cur.fetchall()}
+                stored = {row[0]: (row[1], row[2], row[3], row[4], row[5]) for row in await cur.fetchall()}
             new: list[tuple[Incoming, str]] = []  # ids of new items are made as text (see ingest.uuid7_texts)
             changed: list[tuple[Incoming, uuid.UUID]] = []
             state_only: list[tuple[uuid.UUID, int]] = []
             unchanged: list[str] = []
+            etag_only: list[tuple[uuid.UUID, str]] = []  # same content under a new etag: not a change
             speculative_ids = prep.speculative_ids  # by position in the batch
             fresh_ids = [] if speculative_ids else ingest.uuid7_texts(len(incoming) - len(stored))
             for inc in incoming:
@@ -604,19 +605,23 @@ class Writer:
                     logged.add(new_id, item.rating_key, item.kind, changes.ADDED, inc.state, item.title)
                     result.added += 1
                     continue
-                item_id, digest, state, missing = old
+                item_id, digest, state, missing, etag = old
                 if missing:
                     result.restored += 1
                     logged.add(item_id, item.rating_key, item.kind, changes.RESTORED, inc.state, item.title)
                 elif digest == inc.digest and state == inc.state:
                     result.unchanged += 1
                     unchanged.append(item.rating_key)
+                    if etag != item.etag:
+                        etag_only.append((item_id, item.etag))
                     continue
                 else:
                     result.updated += 1
                     logged.add(item_id, item.rating_key, item.kind, changes.UPDATED, inc.state, item.title)
                 if digest == inc.digest:
                     state_only.append((item_id, inc.state))
+                    if etag != item.etag:
+                        etag_only.append((item_id, item.etag))
                 else:
                     changed.append((inc, item_id))
             if on_classified is not None:
@@ -648,7 +653,7 @@ class Writer:
                     logged.add_rows(back, changes.RESTORED)
                     result.restored += len(back)
                     result.unchanged -= len(back)
-            await self._write_changed(cur, rows_changed, state_only)
+            await self._write_changed(cur, rows_changed, state_only, etag_only)
             await self._resolve_parents(
                 cur,
                 library_id,
@@ -766,7 +771,11 @@ class Writer:
             )
 
     async def _write_changed(
-        self, cur: psycopg.AsyncCursor[Any], rows_changed: Rows, state_only: list[tuple[uuid.UUID, int]]
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        rows_changed: Rows,
+        state_only: list[tuple[uuid.UUID, int]],
+        etag_only: list[tuple[uuid.UUID, str]],
     ) -> None:
         width = len(ITEM_COLS)
         if rows_changed.items:
@@ -785,6 +794,12 @@ class Writer:
                 "UPDATE items SET state = u.state, missing_since = NULL, updated_at = now(), last_seen_at = now() "
                 "FROM unnest(%b::uuid[], %b::int2[]) AS u(id, state) WHERE items.id = u.id",
                 transpose(state_only, 2),
+            )
+        if etag_only:
+            await cur.execute(
+                "UPDATE items SET etag = u.etag, last_seen_at = now() "
+                "FROM unnest(%b::uuid[], %b::text[]) AS u(id, etag) WHERE items.id = u.id",
+                transpose(etag_only, 2),
             )
 
     async def _resolve_parents(
