@@ -52,7 +52,7 @@ _ROW_COLS = "seq, library_id, item_id, rating_key, item_kind, kind, source, scan
 _INSERT = (
     "INSERT INTO item_changes (seq, library_id, item_id, rating_key, item_kind, kind, source, scan_id, state, title, "
     "committed_at) SELECT nextval('item_changes_seq'), %s, u.item_id::uuid, u.rating_key, u.item_kind, u.kind, %s, "
-    "%s, u.state, u.title, clock_timestamp() "
+    "%s, u.state, u.title, statement_timestamp() "
     "FROM unnest(%b::text[], %b::text[], %b::int2[], %b::int2[], %b::int2[], %b::text[]) "
     "AS u(item_id, rating_key, item_kind, kind, state, title)"
 )

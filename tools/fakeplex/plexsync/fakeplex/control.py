@@ -47,7 +47,8 @@ class FakePlexControl:
         await self._call("POST", "/stats/reset")
 
     async def reset(self) -> None:
-        """Clear faults, counters and the request log, list the server again and bring every connection up."""
+        """Clear faults (the notification stream's too), counters and the request log, list the server again and
+        bring every connection up. Open notification connections stay."""
         await self._call("POST", "/reset")
 
     # library mutations
@@ -64,6 +65,17 @@ class FakePlexControl:
         if parent is not None:
             body["parent"] = int(parent)
         return str((await self._call("POST", "/items", body))["ratingKey"])
+
+    async def add_items_bulk(
+        self, section: int, count: int, *, type: str | None = None, parent: int | str | None = None, **fields: Any
+    ) -> list[str]:
+        """Add ``count`` generated items at once (a bulk import; a ``title`` becomes ``"<title> 1"``, ``"<title> 2"``
+        ...), announced as one burst: one activity, the timeline entries grouped up to 100 per message. Returns
+        their rating keys."""
+        body: dict[str, Any] = {"section": section, "count": count, "type": type, "fields": fields or None}
+        if parent is not None:
+            body["parent"] = int(parent)
+        return [str(rk) for rk in (await self._call("POST", "/items/bulk", body))["ratingKeys"]]
 
     async def item(self, rating_key: int | str) -> dict[str, Any]:
         return dict(await self._call("GET", f"/items/{rating_key}"))
@@ -179,6 +191,30 @@ class FakePlexControl:
     async def set_listed(self, listed: bool) -> None:
         """Put the server in (True) or take it out of (False) plex.tv's ``/api/v2/resources`` list."""
         await self._call("POST", "/resources/hidden", {"hidden": not listed})
+
+    # the notification stream (websockets and EventSource)
+    async def notifications_status(self) -> dict[str, Any]:
+        """``websockets``, ``eventsources`` (open now), ``sent`` (messages written, one per connection),
+        ``skipped``, ``silent``, ``refusing`` (status or None), ``connections_total`` (accepted since start),
+        ``published``, ``lost`` (published while silent), ``overflowed`` (slow clients dropped)."""
+        return dict(await self._call("GET", "/notifications"))
+
+    async def notifications_drop(self) -> int:
+        """Abort every notification connection with no close frame (a server restart). How many were open."""
+        return int((await self._call("POST", "/notifications/drop"))["dropped"])
+
+    async def notifications_silence(self, silent: bool = True) -> None:
+        """While silent nothing is sent, websocket pings go unanswered and EventSource pings stop (a hung server);
+        new connections are accepted but silent too, and what is published meanwhile is lost."""
+        await self._call("POST", "/notifications/silence", {"silent": silent})
+
+    async def notifications_skip(self, count: int) -> None:
+        """The next ``count`` published messages (NotificationContainers) go to no connection."""
+        await self._call("POST", "/notifications/skip", {"count": count})
+
+    async def notifications_refuse(self, status: int | None) -> None:
+        """Answer new notification connections with HTTP ``status`` (None accepts them again)."""
+        await self._call("POST", "/notifications/refuse", {"status": status})
 
     # what fakeplex received
     async def requests(self, limit: int | None = None, *, path_prefix: str = "") -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from the seed) and materialized only when a control call mutates it.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import json
@@ -304,8 +305,11 @@ class Library:
             sec.collections.append(crk)
         return sec
 
+    def _sort_key(self, rk: int) -> tuple[str, int]:
+        return gen.sort_title(self.nodes[rk].title).casefold(), rk
+
     def _sort_section(self, sec: Section) -> None:
-        sec.items.sort(key=lambda rk: (gen.sort_title(self.nodes[rk].title).casefold(), rk))
+        sec.items.sort(key=self._sort_key)
 
     def _generated(self, node: Node) -> dict[str, Any]:
         seed, rk = self.seed, node.rating_key
@@ -605,13 +609,13 @@ class Library:
             sk = gen.skeleton(self.seed, kind, rk)
             node = Node(rk, cast(ItemType, t), section_key, sk.title, sk.year, sk.network, added_at=now, updated_at=now)
             self.nodes[rk] = node
-            sec.items.append(rk)
         content = self._materialize(node)
         if fields:
             self._apply_fields(node, content, fields)
         node.title = content["title"]
         if t in ("movie", "show"):
-            self._sort_section(sec)
+            # The items are kept sorted: insert in place (a bulk import of thousands must not re-sort each time).
+            bisect.insort(sec.items, rk, key=self._sort_key)
         events = [self._event(node, 0, "created")]
         events += self._touch(node)
         return rk, events

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from multidict import CIMultiDictProxy
 from plexsync.fakeplex import render
 from plexsync.fakeplex.faults import FaultInjector, FaultRule
 from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec, SectionSpec
+from plexsync.fakeplex.notify import DEFAULT_PING_S, DEFAULT_QUEUE_SIZE, NotificationHub, library_messages
 from plexsync.fakeplex.plextv import PlexTvHandlers, PlexTvState
 from plexsync.fakeplex.tls import TlsMaterial, generate
 from yarl import URL
@@ -130,6 +131,8 @@ class FakePlex:
         request_log_size: int = 2000,
         latency_ms: float = 0.0,
         latency_jitter_ms: float | None = None,
+        eventsource_ping_s: float = DEFAULT_PING_S,
+        notification_queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         self.host = host
         self.port = port
@@ -168,7 +171,7 @@ class FakePlex:
         self._runner: web.AppRunner | None = None
         self._cache: dict[tuple[Any, ...], _Cached] = {}
         self._cache_version = -1
-        self._websockets: set[web.WebSocketResponse] = set()
+        self.notifications = NotificationHub(ping_interval=eventsource_ping_s, queue_size=notification_queue_size)
         self.app = self._make_app()
 
     # ------------------------------------------------------------------ lifecycle
@@ -237,9 +240,17 @@ class FakePlex:
         self._by_sock[(host, bound_port)] = listener
         return listener
 
+    @property
+    def eventsource_ping_s(self) -> float:
+        """Seconds between the ``: ping`` comments of an EventSource stream (may be changed at run time)."""
+        return self.notifications.ping_interval
+
+    @eventsource_ping_s.setter
+    def eventsource_ping_s(self, value: float) -> None:
+        self.notifications.ping_interval = value
+
     async def stop(self) -> None:
-        for ws in list(self._websockets):
-            await ws.close()
+        await self.notifications.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -280,6 +291,7 @@ class FakePlex:
             web.get("/library/collections/{collection_id}/items", self.h_collection_children),
             web.get("/:/websockets/notifications", self.h_websocket),
             web.get("/:/websocket/notifications", self.h_websocket),
+            web.get("/:/eventsource/notifications", self.h_eventsource),
         ]
         plextv = PlexTvHandlers(
             self.plextv,
@@ -298,6 +310,7 @@ class FakePlex:
             web.delete(CONTROL_PREFIX + "/faults", self.c_faults_clear),
             web.put(CONTROL_PREFIX + "/latency", self.c_latency),
             web.post(CONTROL_PREFIX + "/items", self.c_item_add),
+            web.post(CONTROL_PREFIX + "/items/bulk", self.c_items_bulk),
             web.get(CONTROL_PREFIX + "/items/{rk}", self.c_item_get),
             web.patch(CONTROL_PREFIX + "/items/{rk}", self.c_item_change),
             web.delete(CONTROL_PREFIX + "/items/{rk}", self.c_item_delete),
@@ -314,6 +327,11 @@ class FakePlex:
             web.get(CONTROL_PREFIX + "/pins", self.c_pins),
             web.post(CONTROL_PREFIX + "/connections/{name}", self.c_connection),
             web.post(CONTROL_PREFIX + "/resources/hidden", self.c_resources_hidden),
+            web.get(CONTROL_PREFIX + "/notifications", self.c_notifications),
+            web.post(CONTROL_PREFIX + "/notifications/drop", self.c_notifications_drop),
+            web.post(CONTROL_PREFIX + "/notifications/silence", self.c_notifications_silence),
+            web.post(CONTROL_PREFIX + "/notifications/skip", self.c_notifications_skip),
+            web.post(CONTROL_PREFIX + "/notifications/refuse", self.c_notifications_refuse),
             web.get(CONTROL_PREFIX + "/requests", self.c_requests),
             web.delete(CONTROL_PREFIX + "/requests", self.c_requests_clear),
         ]
@@ -738,68 +756,23 @@ class FakePlex:
             include_guids=_truthy(request.query.get("includeGuids")),
         )
 
-    async def h_websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30.0)
-        await ws.prepare(request)
-        self._websockets.add(ws)
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._websockets.discard(ws)
-        return ws
+    async def h_websocket(self, request: web.Request) -> web.StreamResponse:
+        return await self.notifications.websocket(request)
+
+    async def h_eventsource(self, request: web.Request) -> web.StreamResponse:
+        return await self.notifications.eventsource(request)
 
     # ------------------------------------------------------------------ notifications
     def publish(self, events: list[Event]) -> None:
-        """Send Plex-shaped timeline + activity notifications for ``events`` to every websocket."""
-        if not events or not self._websockets:
+        """Announce ``events`` on every notification connection as a real server would (one burst: activity
+        started, timeline entries, activity ended; see `notify.library_messages`)."""
+        if not events or not self.notifications.wants():
             return
-        activity_id = str(uuid.uuid4())
-        sec = events[0].section_key
-        messages = [self._activity(activity_id, "started", sec, 0)]
-        for ev in events:
-            entry: dict[str, Any] = {
-                "identifier": "com.plexapp.plugins.library",
-                "sectionID": str(ev.section_key),
-                "itemID": str(ev.rating_key),
-                "type": TYPE_NUMBERS[ev.type],
-                "title": ev.title,
-                "state": ev.state,
-                "updatedAt": ev.updated_at,
-            }
-            if ev.metadata_state is not None:
-                entry["metadataState"] = ev.metadata_state
-            if ev.parent is not None:
-                entry["parentItemID"] = str(ev.parent)
-            if ev.root is not None:
-                entry["rootItemID"] = str(ev.root)
-            messages.append({"NotificationContainer": {"type": "timeline", "size": 1, "TimelineEntry": [entry]}})
-        messages.append(self._activity(activity_id, "ended", sec, 100))
-        payloads = [orjson.dumps(m).decode() for m in messages]
-        for ws in list(self._websockets):
-            for p in payloads:
-                asyncio.ensure_future(ws.send_str(p))
+        self.notifications.publish(library_messages(events, self._section_title))
 
-    def _activity(self, activity_id: str, event: str, section_key: int, progress: int) -> dict[str, Any]:
-        title = self.library.sections[section_key].title if section_key in self.library.sections else ""
-        act = {
-            "uuid": activity_id,
-            "type": "library.update.section",
-            "cancellable": False,
-            "userID": 1,
-            "title": f"Scanning {title}",
-            "subtitle": "",
-            "progress": progress,
-            "Context": {"librarySectionID": str(section_key)},
-        }
-        return {
-            "NotificationContainer": {
-                "type": "activity",
-                "size": 1,
-                "ActivityNotification": [{"event": event, "uuid": activity_id, "Activity": act}],
-            }
-        }
+    def _section_title(self, section_key: int) -> str:
+        sec = self.library.sections.get(section_key)
+        return sec.title if sec is not None else ""
 
     # ------------------------------------------------------------------ plex.tv data
     def connections(self, *, include_https: bool = True, include_relay: bool = True) -> list[dict[str, Any]]:
@@ -962,6 +935,7 @@ class FakePlex:
         self.counters.clear()
         self.request_log.clear()
         self.listed = True
+        self.notifications.reset_faults()
         for name, lst in self.listeners.items():
             if lst.state != "up":
                 await self.set_listener(name, "up")
@@ -1009,6 +983,41 @@ class FakePlex:
         )
         self.publish(events)
         return self._ok({"ratingKey": str(rk)}, 201)
+
+    async def c_items_bulk(self, request: web.Request) -> web.Response:
+        """Add ``count`` generated items at once (a bulk import) and announce them as one burst."""
+        b = await self._body(request)
+        try:
+            section, count = int(b["section"]), int(b["count"])
+        except (KeyError, TypeError, ValueError):
+            raise web.HTTPBadRequest(text="section and count must be integers") from None
+        if not 0 <= count <= 1_000_000:
+            raise web.HTTPBadRequest(text="count must be between 0 and 1000000")
+        fields = b.get("fields") or {}
+        if not isinstance(fields, dict):
+            raise web.HTTPBadRequest(text="fields must be an object")
+        parent = b.get("parent")
+
+        def add_all() -> tuple[list[str], list[Event]]:
+            keys: list[str] = []
+            events: list[Event] = []
+            for i in range(1, count + 1):
+                item_fields = dict(fields)
+                if isinstance(fields.get("title"), str):
+                    item_fields["title"] = f"{fields['title']} {i}"
+                rk, evs = self.library.add_item(
+                    section,
+                    type=b.get("type"),
+                    parent=int(parent) if parent is not None else None,
+                    fields=item_fields or None,
+                )
+                keys.append(str(rk))
+                events += evs
+            return keys, events
+
+        keys, events = self._mutate(add_all)
+        self.publish(events)
+        return self._ok({"ratingKeys": keys}, 201)
 
     async def c_item_get(self, request: web.Request) -> web.Response:
         rk = self._int(request, "rk")
@@ -1072,9 +1081,35 @@ class FakePlex:
 
     async def c_token_revoke(self, request: web.Request) -> web.Response:
         self.tokens.discard(request.match_info["token"])
-        for ws in list(self._websockets):
-            await ws.close()
+        await self.notifications.close_all()
         return self._ok({})
+
+    async def c_notifications(self, request: web.Request) -> web.Response:
+        return self._ok(self.notifications.status())
+
+    async def c_notifications_drop(self, request: web.Request) -> web.Response:
+        return self._ok({"dropped": self.notifications.drop()})
+
+    async def c_notifications_silence(self, request: web.Request) -> web.Response:
+        silent = (await self._body(request)).get("silent", True)
+        if not isinstance(silent, bool):
+            raise web.HTTPBadRequest(text="silent must be true or false")
+        self.notifications.silent = silent
+        return self._ok(self.notifications.status())
+
+    async def c_notifications_skip(self, request: web.Request) -> web.Response:
+        count = (await self._body(request)).get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise web.HTTPBadRequest(text="count must be a non-negative integer")
+        self.notifications.skip = count
+        return self._ok(self.notifications.status())
+
+    async def c_notifications_refuse(self, request: web.Request) -> web.Response:
+        status = (await self._body(request)).get("status")
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599):
+            raise web.HTTPBadRequest(text="status must be an HTTP error status (400-599) or null")
+        self.notifications.refusing = status
+        return self._ok(self.notifications.status())
 
     async def c_pins(self, request: web.Request) -> web.Response:
         now = time.time()
