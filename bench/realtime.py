@@ -30,7 +30,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import statistics
@@ -47,7 +46,6 @@ sys.path.insert(0, str(REPO))
 
 from google.protobuf import timestamp_pb2  # noqa: E402
 from plexsync.devstack import infra  # noqa: E402
-from plexsync.devstack.stack import Stack, StackState  # noqa: E402
 from plexsync.fakeplex import FakePlexControl  # noqa: E402
 from plexsync.v1 import (  # noqa: E402
     auth_pb2,
@@ -62,6 +60,7 @@ from plexsync.v1 import (  # noqa: E402
 )
 
 from bench.scale_out import delete_streams, percentile, wait_jobs  # noqa: E402
+from bench.support import bench_infra, load_average  # noqa: E402
 from tests.integration.scanner.support import fakeplex_process  # noqa: E402
 from tests.support.stack import ServiceStack, fresh_database  # noqa: E402
 
@@ -297,25 +296,14 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.edits, args.burst, args.movies, args.runs = 10, 200, 100, 1
-    stack: Stack | None = None
-    if os.environ.get("DATABASE_URL") and os.environ.get("NATS_URL"):
-        db, nats_url = os.environ["DATABASE_URL"], os.environ["NATS_URL"]
-    else:
-        stack = Stack(infra.DEV_DIR / f"bench-{os.getpid()}")
-        state = stack.ensure_infra(StackState())
-        db, nats_url = state.database_url, state.nats_url
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average before: {load_average()}", flush=True)
     runs: list[Run] = []
-    try:
+    with bench_infra() as (db, nats_url):
         for n in range(args.runs):
             run = asyncio.run(one_run(args, db, nats_url))
             runs.append(run)
             print(f"run {n + 1}:\n{fmt_phase('single edits', run.single)}\n{fmt_phase('burst', run.burst)}", flush=True)
-    finally:
-        if stack is not None:
-            stack.down()
-            shutil.rmtree(stack.dir, ignore_errors=True)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average after: {load_average()}", flush=True)
     summarize(args, runs)
 
 

@@ -24,7 +24,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import statistics
@@ -46,11 +45,10 @@ from google.protobuf import timestamp_pb2  # noqa: E402
 from plexsync.devstack import infra  # noqa: E402
 from plexsync.devstack.infra import free_port  # noqa: E402
 from plexsync.devstack.process import start_service  # noqa: E402
-from plexsync.devstack.stack import Stack, StackState  # noqa: E402
 from plexsync.v1 import auth_pb2, auth_pb2_grpc, common_pb2, scheduler_pb2, scheduler_pb2_grpc  # noqa: E402
 
 from bench.scan import cpu_snapshot, cpu_used, quiesce  # noqa: E402
-from bench.support import PeakRss  # noqa: E402
+from bench.support import PeakRss, bench_infra, load_average  # noqa: E402
 from tests.integration.scanner.support import fakeplex_process  # noqa: E402
 from tests.support.stack import ServiceStack, fresh_database  # noqa: E402
 
@@ -272,26 +270,15 @@ def main() -> None:
     if args.quick:
         args.movies, args.runs = 40, 1
     counts = [int(x) for x in args.replicas.split(",") if x.strip()]
-    stack: Stack | None = None
-    if os.environ.get("DATABASE_URL") and os.environ.get("NATS_URL"):
-        db, nats_url = os.environ["DATABASE_URL"], os.environ["NATS_URL"]
-    else:
-        stack = Stack(infra.DEV_DIR / f"bench-{os.getpid()}")
-        state = stack.ensure_infra(StackState())
-        db, nats_url = state.database_url, state.nats_url
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average before: {load_average()}", flush=True)
     runs: dict[int, list[Run]] = {}
-    try:
+    with bench_infra() as (db, nats_url):
         for n in range(args.runs):
             for replicas in counts:  # alternate the replica counts so a slow spell of the machine hits them all
                 run = asyncio.run(one_run(args, replicas, db, nats_url))
                 runs.setdefault(replicas, []).append(run)
                 print(f"run {n + 1}:" + fmt_run(run), flush=True)
-    finally:
-        if stack is not None:
-            stack.down()
-            shutil.rmtree(stack.dir, ignore_errors=True)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average after: {load_average()}", flush=True)
     summarize(args, runs)
 
 

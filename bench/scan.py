@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +37,6 @@ sys.path.insert(0, str(REPO))
 
 from plexsync.common.db import libpq_url  # noqa: E402
 from plexsync.devstack import infra  # noqa: E402
-from plexsync.devstack.stack import Stack, StackState  # noqa: E402
 from plexsync.fakeplex import FakePlexControl  # noqa: E402
 from plexsync.v1 import (  # noqa: E402
     auth_pb2,
@@ -48,7 +46,7 @@ from plexsync.v1 import (  # noqa: E402
     scanner_pb2_grpc,
 )
 
-from bench.support import PeakRss  # noqa: E402
+from bench.support import PeakRss, bench_infra, load_average  # noqa: E402
 from tests.integration.scanner.support import fakeplex_process, watch  # noqa: E402
 from tests.support.stack import ServiceStack, fresh_database  # noqa: E402
 
@@ -347,29 +345,18 @@ def main() -> None:
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--incremental-runs", type=int, default=3, help="nothing-changed scans (median quoted)")
     args = p.parse_args()
-    stack: Stack | None = None
-    if os.environ.get("DATABASE_URL") and os.environ.get("NATS_URL"):
-        db, nats_url = os.environ["DATABASE_URL"], os.environ["NATS_URL"]
-    else:
-        stack = Stack(infra.DEV_DIR / f"bench-{os.getpid()}")
-        state = stack.ensure_infra(StackState())
-        db, nats_url = state.database_url, state.nats_url
     results: list[Result] = []
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average before: {load_average()}", flush=True)
     print(
         "| job | seconds | items/s | Plex requests | scanner peak RSS (MB) | CPU seconds by process "
         "| scanner phases (s) |\n"
         "|---|---:|---:|---:|---:|---|---|",
         flush=True,
     )
-    try:
+    with bench_infra() as (db, nats_url):
         for n in range(1, args.sizes + 1):
             results += asyncio.run(run_size(args, args.movies * n, args.shows * n, db, nats_url))
-    finally:
-        if stack is not None:
-            stack.down()
-            shutil.rmtree(stack.dir, ignore_errors=True)  # its PostgreSQL data: gigabytes after a full-size run
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"load average after: {load_average()}", flush=True)
     summarize(results)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import threading
 import time
+from collections.abc import Iterator
 
 import psutil
 
@@ -58,3 +61,26 @@ def postgres_settings(url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         values = [conn.execute("SELECT current_setting(%s)", (n,)).fetchone() for n in names]
     return ", ".join(f"{n}={v[0]}" for n, v in zip(names, values, strict=True) if v is not None)
+
+
+@contextlib.contextmanager
+def bench_infra() -> Iterator[tuple[str, str]]:
+    """(database server URL, NATS URL): DATABASE_URL / NATS_URL when both are set, else embedded PostgreSQL and NATS
+    of this benchmark's own, stopped and deleted afterwards (their data: gigabytes after a full-size scan run)."""
+    if os.environ.get("DATABASE_URL") and os.environ.get("NATS_URL"):
+        yield os.environ["DATABASE_URL"], os.environ["NATS_URL"]
+        return
+    from plexsync.devstack import infra
+    from plexsync.devstack.stack import Stack, StackState
+
+    stack = Stack(infra.DEV_DIR / f"bench-{os.getpid()}")
+    state = stack.ensure_infra(StackState())
+    try:
+        yield state.database_url, state.nats_url
+    finally:
+        stack.down()
+        shutil.rmtree(stack.dir, ignore_errors=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
