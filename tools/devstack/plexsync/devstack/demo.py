@@ -150,6 +150,19 @@ async def reset_plex_stats(fakeplex_url: str) -> None:
         await control.reset_stats()
 
 
+def watcher_connected(cli: Cli, server_id: str) -> bool:
+    """Wait until a scanner holds the server's notification stream: changes made before it connects reach the
+    catalog only through a scan."""
+    deadline = time.monotonic() + REALTIME_WAIT_SECONDS * 2
+    while time.monotonic() < deadline:
+        watchers = cli.json("servers", "watch-status", "--server", server_id)
+        if any(w.get("state") == "WATCHER_STATE_CONNECTED" for w in watchers):
+            return True
+        time.sleep(0.2)
+    console.print(f"[red]No scanner connected to the server's notifications within {REALTIME_WAIT_SECONDS * 2}s[/red]")
+    return False
+
+
 def follows_in_real_time(cli: Cli, changed_at: float) -> bool:
     """Wait for the watcher to bring fakeplex's changes into the catalog, with no scan, and show its state."""
     deadline = changed_at + REALTIME_WAIT_SECONDS
@@ -256,6 +269,8 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
         if not matches_fakeplex(stats, counts):
             return 1
 
+        if not watcher_connected(cli, server_id):
+            return 1
         changed = asyncio.run(change_some_items(state.fakeplex_url))
         console.print(f"\nChanged {changed} items in fakeplex (edit, edit, new version, delete).")
         if not follows_in_real_time(cli, time.monotonic()):
