@@ -25,6 +25,17 @@ _STREAM_KINDS: dict[int, common_pb2.StreamKind.ValueType] = {
     3: common_pb2.STREAM_KIND_SUBTITLE,
 }
 _CONTAINER_KINDS = (common_pb2.ITEM_KIND_SHOW, common_pb2.ITEM_KIND_SEASON)
+# The catalog's limits (catalog/ingest.py MAX_TITLE, MAX_TEXT): a longer text would fail the whole batch.
+MAX_TITLE, MAX_TEXT = 1000, 100_000
+
+
+def capped(value: str, limit: int = MAX_TITLE) -> str:
+    """``value`` cut to ``limit`` characters and without NULs (which the catalog refuses)."""
+    if len(value) > limit:
+        value = value[:limit]
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 _CHILD_KINDS = (common_pb2.ITEM_KIND_SEASON, common_pb2.ITEM_KIND_EPISODE)
 
 
@@ -198,11 +209,11 @@ def to_item(
         rating_key=meta.rating_key,
         parent_rating_key=meta.parent_rating_key if kind in _CHILD_KINDS else "",
         etag=etag,
-        title=meta.title,
-        sort_title=meta.title_sort or meta.title,
-        original_title=meta.original_title,
-        plot=meta.summary,
-        tagline=meta.tagline,
+        title=capped(meta.title),
+        sort_title=capped(meta.title_sort or meta.title),
+        original_title=capped(meta.original_title),
+        plot=capped(meta.summary, MAX_TEXT),
+        tagline=capped(meta.tagline),
         year=meta.year,
         release_date=meta.originally_available_at,
         content_rating=meta.content_rating,
@@ -256,9 +267,9 @@ def to_collection(meta: PlexMetadata, *, library_id: str, etag: str, members: li
     coll = common_pb2.Collection(
         library_id=library_id,
         rating_key=meta.rating_key,
-        title=meta.title,
-        sort_title=meta.title_sort or meta.title,
-        summary=meta.summary,
+        title=capped(meta.title),
+        sort_title=capped(meta.title_sort or meta.title),
+        summary=capped(meta.summary, MAX_TEXT),
         smart=meta.smart,
         child_count=meta.child_count,
         etag=etag,

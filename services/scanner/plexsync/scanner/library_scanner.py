@@ -11,6 +11,13 @@ INCREMENTAL fetches full metadata only for items whose ETag differs from the cat
 catalog has as FILE_NOT_FOUND) and reports the rest as ``seen_rating_keys``; DEEP fetches every item.
 FinishScan is called only after every listing completed and every batch was acknowledged, so a
 failed or cancelled scan never marks anything missing.
+
+A broken Plex answer (see plex_client.py) fails the scan when it stands for a whole page (a body that does not
+parse, is too large, or a listing that does not advance): nothing after it is written and FinishScan is not
+called. A broken entry within a good page (a value of the wrong type, no rating key, a video without media)
+skips that item only: it is counted as failed, reported as an item error and logged, and, when the catalog
+has it, reported seen so it is neither rewritten nor marked missing. A broken collection fails the scan, since
+a collection a completed scan did not write is deleted. A rating key a listing repeats is handled once.
 """
 
 from __future__ import annotations
@@ -36,14 +43,24 @@ from plexsync.scanner.plex_client import (
     TYPE_MOVIE,
     TYPE_SEASON,
     TYPE_SHOW,
+    Listed,
     PlexClient,
     PlexError,
+    PlexMalformedError,
     PlexNotFoundError,
     PlexUnauthorizedError,
-    collect,
     page_headers,
 )
-from plexsync.scanner.plex_models import PlexMetadata, Raw, read_str, total_size
+from plexsync.scanner.plex_models import (
+    PlexMetadata,
+    PlexParseError,
+    Raw,
+    check_entry,
+    entry_key,
+    plausible_total,
+    read_str,
+    total_size,
+)
 from plexsync.scanner.ports import Catalog
 from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import catalog_pb2, common_pb2
@@ -489,16 +506,19 @@ class LibraryScanner:
                 await self._spawn(tg, pending)
 
     async def _entries(self, section_key: str, type_num: int) -> AsyncIterator[tuple[int, list[Entry]]]:
-        """A section listing as (totalSize, entries with ETags) per page, in order.
+        """A section listing as (totalSize, entries with ETags) per page, in order; a rating key listed again is
+        left out and a broken entry is skipped (`_broken_entry`).
 
-        After the first page, `LISTING_AHEAD` pages are fetched ahead; the listing worker process decodes two of
-        every three, this one the third (see listing.py), so a long listing uses two cores. Pages are planned from the
-        first page's totalSize; if the last one came back full (Plex added items meanwhile) paging goes on.
+        After the first page, up to `LISTING_AHEAD` pages within the listed totalSize are fetched ahead; the listing
+        worker process decodes two of every three, this one the third (see listing.py), so a long listing uses two
+        cores. The listing ends at the first short page; past totalSize (Plex added items meanwhile), or when
+        totalSize is impossible (negative, absurd: treated as unknown), pages come one at a time.
         """
         ps = self.options.page_size
         path = f"/library/sections/{section_key}/all"
         params = {"type": str(type_num), "includeGuids": "1"}
         pool = self.listing_pool if self.listing_pool is not None and self.listing_pool.usable(self.states) else None
+        listed = Listed(path)
 
         async def page(start: int, remote: bool) -> PageDigest:
             async def decode(body: bytes, content_type: str) -> PageDigest:
@@ -508,34 +528,52 @@ class LibraryScanner:
 
             digest, headers = await self.plex.get_decoded(path, params, page_headers(start, ps), decode)
             if digest.total_size is None:
-                digest.total_size = total_size({}, headers)
+                digest.total_size = plausible_total(total_size({}, headers)) or None
             return digest
+
+        async def fresh(start: int, digest: PageDigest) -> list[Entry]:
+            for rating_key, _, title, why in digest.broken:
+                if listed.first(rating_key):
+                    await self._broken_entry(rating_key, title, why, path)
+            out = [e for e in digest.entries if listed.first(e[0])]
+            listed.check_progress(len(out) + len(digest.broken), start, full=digest.listed >= ps)
+            return out
 
         first = await page(0, False)
         await self._ensure_etags()
-        total = first.total_size or 0
-        yield total, first.entries
-        if len(first.entries) < ps or ps >= total:
+        total = first.total_size
+        yield total or 0, await fresh(0, first)
+        if first.listed < ps or (total is not None and ps >= total):
+            listed.report()
             return
-        starts = list(range(ps, total, ps))
-        ahead: collections.deque[asyncio.Task[PageDigest]] = collections.deque()
+        ahead: collections.deque[tuple[int, asyncio.Task[PageDigest]]] = collections.deque()
+        next_start, planned = ps, 0
         try:
-            planned = 0
-            last: PageDigest = first
-            while starts or ahead:
-                while starts and len(ahead) < LISTING_AHEAD:
-                    ahead.append(asyncio.create_task(page(starts.pop(0), planned % LISTING_LANES != 0)))
+            while True:
+                while len(ahead) < LISTING_AHEAD and (not ahead or (total is not None and next_start < total)):
+                    listed.check_length(next_start)
+                    ahead.append((next_start, asyncio.create_task(page(next_start, planned % LISTING_LANES != 0))))
                     planned += 1
-                last = await ahead.popleft()
-                yield last.total_size or total, last.entries
-            start = ps * (1 + len(range(ps, total, ps)))
-            while len(last.entries) >= ps and start < (last.total_size or 0):  # it grew meanwhile: go on
-                last = await page(start, False)
-                yield last.total_size or total, last.entries
-                start += ps
+                    next_start += ps
+                start, task = ahead.popleft()
+                last = await task
+                if last.total_size is not None:
+                    total = last.total_size
+                yield total or 0, await fresh(start, last)
+                if last.listed < ps or (not ahead and total is not None and start + ps >= total):
+                    return
         finally:
-            for task in ahead:
+            for _, task in ahead:
                 task.cancel()
+            listed.report()
+
+    async def _broken_entry(self, rating_key: str, title: str, why: str, path: str) -> None:
+        """A listing entry that cannot be read: skipped, counted, reported; seen if the catalog has it."""
+        log.warning(
+            "skipping a Plex listing entry that cannot be read",
+            extra={"scan_id": self.scan_id, "rating_key": rating_key, "path": path, "error": why},
+        )
+        await self._item_failed(_Pending(rating_key, "", title), f"Plex listed the item malformed at {path}: {why}", 0)
 
     async def _spawn(self, tg: asyncio.TaskGroup, batch: list[_Pending]) -> None:
         assert self._fetch_slots is not None
@@ -554,7 +592,8 @@ class LibraryScanner:
         """Fetch full metadata for ``batch`` and write it; returns the rating keys that failed."""
         failed: set[str] = set()
         try:
-            metas = await self.plex.metadata([p.rating_key for p in batch])
+            answer = await self.plex.metadata_page([p.rating_key for p in batch])
+            metas = answer.items
             self.counters.fetched += len(batch)
         except PlexUnauthorizedError:
             raise
@@ -567,10 +606,17 @@ class LibraryScanner:
             await self._item_failed(batch[0], str(exc), exc.status)
             return {batch[0].rating_key}
         by_key = {m.rating_key: m for m in metas}
+        unreadable = dict(answer.broken)
         for p in batch:
             meta = by_key.get(p.rating_key)
             if meta is None:
-                await self._item_failed(p, "Plex returned no metadata for the item", 0)
+                why = unreadable.get(p.rating_key)
+                if why is None and answer.broken:
+                    why = f"{len(answer.broken)} of its entries could not be read ({answer.broken[0][1]})"
+                message = f"Plex's metadata of the item is malformed: {why}" if why else "Plex returned no metadata"
+                if why:
+                    log.warning("Plex metadata cannot be read", extra={"rating_key": p.rating_key, "error": why})
+                await self._item_failed(p, message, 0)
                 failed.add(p.rating_key)
                 continue
             try:
@@ -639,8 +685,14 @@ class LibraryScanner:
         async for page in self.plex.section_entries(key, TYPE_SEASON, page_size=ps):
             for entry in page.entries:
                 self.counters.seen += 1
-                season_key, show_key = read_str(entry, "ratingKey"), read_str(entry, "parentRatingKey")
-                etag = self._etag(entry, season_rollups.pop(season_key, None) or Rollup())
+                try:
+                    check_entry(entry)
+                    season_key, show_key = read_str(entry, "ratingKey"), read_str(entry, "parentRatingKey")
+                    etag = self._etag(entry, season_rollups.get(season_key) or Rollup())
+                except PlexParseError as exc:
+                    await self._broken_raw(entry, str(exc), key)
+                    continue
+                season_rollups.pop(season_key, None)
                 show_rollups.setdefault(show_key, Rollup()).add(season_key, etag)
                 seasons_of.setdefault(show_key, []).append(_Pending(season_key, etag, read_str(entry, "title")))
         del season_rollups
@@ -650,12 +702,18 @@ class LibraryScanner:
             async for page in self.plex.section_entries(key, TYPE_SHOW, page_size=ps):
                 for entry in page.entries:
                     self.counters.seen += 1
-                    show_key = read_str(entry, "ratingKey")
-                    show = _Pending(
-                        show_key,
-                        self._etag(entry, show_rollups.pop(show_key, None) or Rollup()),
-                        read_str(entry, "title"),
-                    )
+                    try:
+                        check_entry(entry)
+                        show_key = read_str(entry, "ratingKey")
+                        show = _Pending(
+                            show_key,
+                            self._etag(entry, show_rollups.get(show_key) or Rollup()),
+                            read_str(entry, "title"),
+                        )
+                    except PlexParseError as exc:
+                        await self._broken_raw(entry, str(exc), key)
+                        continue
+                    show_rollups.pop(show_key, None)
                     seasons = seasons_of.pop(show_key, [])
                     episodes = {s.rating_key: changed_episodes.pop(s.rating_key, []) for s in seasons}
                     await show_slots.acquire()
@@ -669,6 +727,11 @@ class LibraryScanner:
                 await self._write_episodes(eps)
             else:
                 await self._skip_children([], eps, "")
+
+    async def _broken_raw(self, entry: Raw, why: str, section_key: str) -> None:
+        title = entry.get("title")
+        path = f"/library/sections/{section_key}/all"
+        await self._broken_entry(entry_key(entry), title[:200] if isinstance(title, str) else "", why, path)
 
     async def _write_show_slot(
         self, show: _Pending, seasons: list[_Pending], episodes: dict[str, list[_Episode]], slots: asyncio.Semaphore
@@ -765,7 +828,8 @@ class LibraryScanner:
 
     async def _verify(self, keys: list[str]) -> None:
         try:
-            metas = await self.plex.metadata(keys)
+            answer = await self.plex.metadata_page(keys)
+            metas = answer.items
         except PlexUnauthorizedError:
             raise
         except PlexError as exc:
@@ -776,6 +840,14 @@ class LibraryScanner:
                 log.warning("could not verify an item no listing returned", extra={"rating_key": keys[0]})
                 await self.writer.add_seen(keys[0], unchanged=False)  # unknown: never mark missing on a doubt
             return
+        if answer.broken:
+            # Present but unreadable (or, without a rating key, any of them may be): never marked missing on a doubt.
+            unreadable = {rk for rk, _ in answer.broken}
+            returned = {m.rating_key for m in metas}
+            for rk in keys:
+                if rk in unreadable or ("" in unreadable and rk not in returned):
+                    log.warning("could not read an item no listing returned", extra={"rating_key": rk})
+                    await self.writer.add_seen(rk, unchanged=False)
         section = self.library.plex_key
         for meta in metas:
             if meta.rating_key not in keys or (meta.library_section_id and meta.library_section_id != section):
@@ -795,18 +867,31 @@ class LibraryScanner:
 
     # ------------------------------------------------------------------ collections
     async def _scan_collections(self) -> None:
+        """Every collection with its members. One that cannot be read or listed fails the scan: a collection a
+        completed scan did not write is deleted by FinishScan."""
         key = self.library.plex_key
         ps = self.options.page_size
         async for page in self.plex.section_items(key, TYPE_COLLECTION, page_size=ps):
+            if page.broken:
+                rating_key, why = page.broken[0]
+                raise PlexMalformedError(
+                    f"Plex listed collection {rating_key or '(no ratingKey)'} malformed at "
+                    f"/library/sections/{key}/all: {why}",
+                    path=f"/library/sections/{key}/all",
+                )
             metas = page.items
 
             async def one(c: PlexMetadata) -> None:
+                members: list[str] = []
                 try:
-                    listing = self.plex.collection_children(c.rating_key, page_size=ps)
-                    members = [m.rating_key for m in await collect(listing)]
-                except PlexUnauthorizedError:
-                    raise
-                except PlexError as exc:
+                    async for listing in self.plex.collection_children(c.rating_key, page_size=ps):
+                        if listing.broken:
+                            raise PlexMalformedError(
+                                f"Plex listed a member of collection {c.rating_key} malformed: {listing.broken[0][1]}",
+                                path=f"/library/collections/{c.rating_key}/children",
+                            )
+                        members.extend(m.rating_key for m in listing.items)
+                except PlexNotFoundError as exc:  # gone since it was listed
                     await self.on_item_error(c.rating_key, c.title, f"could not list the collection: {exc}", exc.status)
                     self.counters.failed += 1
                     return

@@ -16,13 +16,23 @@ import gc
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plexsync.common.workers import worker_pool
 from plexsync.scanner.convert import raw_local_signature
 from plexsync.scanner.etag import raw_item_etag
 from plexsync.scanner.paths import FileStates, PathMapper
-from plexsync.scanner.plex_models import parse_container, read_int, read_list, read_opt_int, read_str
+from plexsync.scanner.plex_models import (
+    PlexParseError,
+    check_entry,
+    entry_key,
+    parse_container,
+    plausible_total,
+    read_int,
+    read_list,
+    read_opt_int,
+    read_str,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +43,42 @@ Entry = tuple[str, str, str, str]
 
 @dataclass(slots=True)
 class PageDigest:
-    """One decoded listing page: ``totalSize`` (None when the body did not say), offset, entries."""
+    """One decoded listing page: ``totalSize`` (None when the body did not say, or said something impossible),
+    offset, entries, and the entries that could not be read as (rating key or "", title, why)."""
 
     total_size: int | None
     offset: int
     entries: list[Entry]
+    broken: list[Entry] = field(default_factory=list)
+    listed: int = 0  # entries on the page, broken ones included (a short page ends a listing)
 
 
 def digest_page(body: bytes, content_type: str, states: FileStates) -> PageDigest:
-    """Decode a listing page and compute every entry's ETag (raises `PlexParseError` on a broken body)."""
+    """Decode a listing page and compute every entry's ETag (raises `PlexParseError` on a broken body; an entry
+    that cannot be read goes to ``broken``, the others are unaffected)."""
     container = parse_container(body, content_type)
-    entries = [
-        (
-            read_str(e, "ratingKey"),
-            read_str(e, "parentRatingKey"),
-            read_str(e, "title"),
-            raw_item_etag(e, local=raw_local_signature(e, states)),
-        )
-        for e in read_list(container, "Metadata")
-    ]
-    return PageDigest(read_opt_int(container, "totalSize"), read_int(container, "offset"), entries)
+    entries: list[Entry] = []
+    broken: list[Entry] = []
+    raw = read_list(container, "Metadata")
+    for e in raw:
+        try:
+            check_entry(e)
+            entries.append(
+                (
+                    read_str(e, "ratingKey"),
+                    read_str(e, "parentRatingKey"),
+                    read_str(e, "title"),
+                    raw_item_etag(e, local=raw_local_signature(e, states)),
+                )
+            )
+        except PlexParseError as exc:
+            title = e.get("title")
+            broken.append((entry_key(e), "", title[:200] if isinstance(title, str) else "", str(exc)))
+    try:
+        total, offset = plausible_total(read_opt_int(container, "totalSize")), read_int(container, "offset")
+    except PlexParseError:
+        total, offset = None, 0
+    return PageDigest(total, offset, entries, broken, len(raw))
 
 
 @functools.lru_cache(maxsize=16)

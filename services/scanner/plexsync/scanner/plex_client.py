@@ -3,8 +3,15 @@
 One ``httpx.AsyncClient`` per server with HTTP keep-alive; the token travels only in the
 ``X-Plex-Token`` header (never in a URL, so never in a log, span, event or error). Requests are
 bounded by a semaphore, retried with exponential backoff and full jitter on timeouts, dropped
-connections, unparseable bodies, 5xx and 429 (honouring ``Retry-After``). A 401 asks the credentials
-provider once for fresh credentials (``recheck``) and then gives up with `PlexUnauthorizedError`.
+connections, 5xx and 429 (honouring ``Retry-After``). A 401 asks the credentials provider once for fresh
+credentials (``recheck``) and then gives up with `PlexUnauthorizedError`.
+
+A hostile or broken server cannot make the scanner hang, loop or blow up: a body larger than
+``max_body_bytes`` is refused before it is read whole; a body that does not parse is retried
+``malformed_retries`` times (a proxy may have mangled it once) and then fails the request with
+`PlexMalformedError`, which names the request path and the problem; listings trust ``totalSize`` only when
+it can be true and end at the first short page; a listing's repeated rating keys are dropped, and a full
+page of nothing new (a server that ignores the offset) fails the listing.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ from plexsync.scanner.plex_models import (
     PlexTag,
     Raw,
     ServerInfo,
+    entry_key,
     parse_container,
     parse_page,
     parse_sections,
     parse_server_info,
     parse_tags,
-    read_int,
+    plausible_total,
     read_list,
     read_opt_int,
     total_size,
@@ -50,6 +58,8 @@ tracer = trace.get_tracer("plexsync.scanner.plex")
 PRODUCT = "plexsync"
 VERSION = "0.1.0"
 MAX_RETRY_AFTER_SECONDS = 60.0
+# The largest answer read: a 500-entry listing page or 50 items' full metadata is a few MB; 10,000 entries ~30 MB.
+MAX_BODY_BYTES = 48 * 1024 * 1024
 TYPE_MOVIE, TYPE_SHOW, TYPE_SEASON, TYPE_EPISODE, TYPE_COLLECTION = 1, 2, 3, 4, 18
 T = TypeVar("T")
 
@@ -88,11 +98,24 @@ class PlexUnavailableError(PlexError):
     """Plex stayed unreachable or failing (timeouts, dropped connections, 5xx, 429) after every retry."""
 
 
+class PlexMalformedError(PlexError):
+    """Plex answered something that is not a usable answer (does not parse, too large, a listing that does not
+    advance), and asking again did not help."""
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class _Malformed(_Retryable):
+    """A 200 whose body cannot be used; retried at most ``malformed_retries`` times (never when ``final``)."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message, 200)
+        self.final = final
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -119,6 +142,8 @@ class PlexClient:
         concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
         stats: ScanStats | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        malformed_retries: int = 1,
     ) -> None:
         self._creds = credentials
         # Requests, bytes and time per category, for the scan this client serves.
@@ -128,6 +153,8 @@ class PlexClient:
         self._refresh_lock = asyncio.Lock()
         self.fmt = fmt
         self.max_retries = max_retries
+        self.max_body_bytes = max_body_bytes
+        self.malformed_retries = malformed_retries
         self.backoff = backoff
         self._sem = asyncio.Semaphore(concurrency)
         self.requests = 0
@@ -179,8 +206,9 @@ class PlexClient:
         decode: Callable[[bytes, str], Awaitable[T]],
     ) -> tuple[T, httpx.Headers]:
         """`get`, with the body turned into a result by ``decode(body, content_type)`` (which may hand the work to
-        another process); a `PlexParseError` from it is retried like a broken answer."""
-        attempt = 0
+        another process); a `PlexParseError` from it is retried ``malformed_retries`` times, then raised as
+        `PlexMalformedError`."""
+        attempt = malformed = 0
         token_used = self._creds.token
         while True:
             try:
@@ -188,6 +216,12 @@ class PlexClient:
                     return await self._once(path, params, headers, decode)
             except _Retryable as exc:
                 attempt += 1
+                if isinstance(exc, _Malformed):
+                    malformed += 1
+                    if exc.final or malformed > self.malformed_retries or attempt > self.max_retries:
+                        raise PlexMalformedError(
+                            f"Plex at {self.base_url} sent a malformed answer for {path}: {exc}", path=path
+                        ) from None
                 if attempt > self.max_retries:
                     raise PlexUnavailableError(
                         f"Plex at {self.base_url} failed {path} {attempt} times (last: {exc}); "
@@ -244,23 +278,24 @@ class PlexClient:
             received = 0
             try:
                 try:
-                    resp = await self._http.get(path, params=params, headers=headers)
+                    request = self._http.build_request("GET", path, params=params, headers=headers)
+                    resp = await self._http.send(request, stream=True)
+                    try:
+                        status = resp.status_code
+                        span.set_attribute("http.response.status_code", status)
+                        body = await self._read_body(resp)
+                    finally:
+                        await resp.aclose()
                 except httpx.TimeoutException:
                     raise _Retryable("timed out") from None
                 except httpx.TransportError as exc:
                     raise _Retryable(f"connection failed ({type(exc).__name__})") from None
-                status = resp.status_code
-                received = len(resp.content)
-                span.set_attribute("http.response.status_code", status)
+                received = len(body)
                 if status == 200:
-                    body = resp.content
-                    # httpx leaves a read response in a reference cycle (response -> its bound stream -> response),
-                    # so its body would wait for the cyclic GC; unbind it so the body goes with the last reference.
-                    resp.stream = httpx.ByteStream(b"")
                     try:
                         return await decode(body, resp.headers.get("content-type", "")), resp.headers
                     except PlexParseError as exc:
-                        raise _Retryable(str(exc), status) from None
+                        raise _Malformed(str(exc)) from None
                 if status == 429 or status >= 500:
                     raise _Retryable(f"HTTP {status}", status, _retry_after(resp.headers.get("Retry-After")))
                 if status == 401:
@@ -283,6 +318,21 @@ class PlexClient:
                     elapsed, {"plexsync.plex.endpoint": endpoint, "http.response.status_code": status}
                 )
 
+    async def _read_body(self, resp: httpx.Response) -> bytes:
+        """The (decompressed) body, refused as soon as it is known to exceed ``max_body_bytes``."""
+        cap = self.max_body_bytes
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap and "content-encoding" not in resp.headers:
+            raise _Malformed(f"the answer is {int(declared):,} bytes, more than the {cap:,} read", final=True)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise _Malformed(f"the answer is more than the {cap:,} bytes read", final=True)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     # ------------------------------------------------------------------ API
     async def server_info(self) -> ServerInfo:
         container, _ = await self.get("/")
@@ -300,28 +350,31 @@ class PlexClient:
     async def pages(
         self, path: str, params: dict[str, str] | None = None, *, page_size: int = 500
     ) -> AsyncIterator[MetadataPage]:
-        """Page through a listing with X-Plex-Container-Start/Size; one page in memory at a time."""
+        """Page through a listing with X-Plex-Container-Start/Size; one page in memory at a time. Entries that
+        cannot be read are reported in each page's ``broken``."""
         async for raw in self.raw_pages(path, params, page_size=page_size):
-            yield MetadataPage(
-                items=[PlexMetadata.parse(m) for m in raw.entries], offset=raw.offset, total_size=raw.total_size
-            )
+            page = parse_page({"Metadata": raw.entries})
+            page.offset, page.total_size = raw.offset, raw.total_size
+            yield page
 
     async def raw_pages(
         self, path: str, params: dict[str, str] | None = None, *, page_size: int = 500
     ) -> AsyncIterator[RawPage]:
         """`pages` with the entries left as parsed JSON (or XML as the same dicts): for ETags, which need a
-        few fields of every entry, not a `PlexMetadata` of each."""
+        few fields of every entry, not a `PlexMetadata` of each. A rating key listed again is left out."""
         start = 0
+        listed = Listed(path)
         while True:
             container, headers = await self.get(path, params, _page_headers(start, page_size))
             entries = read_list(container, "Metadata")
-            total = read_opt_int(container, "totalSize")
-            if total is None:
-                total = total_size(container, headers)
-            yield RawPage(entries, read_int(container, "offset"), total)
-            start += len(entries)
-            if not entries or len(entries) < page_size or start >= total:
+            total = listed_total(container, headers)
+            fresh = listed.fresh(entries, start, full=len(entries) >= page_size)
+            yield RawPage(fresh, start, total or 0)
+            start += page_size  # not len(entries): a server may send more than asked (repeats), never skip any
+            if not entries or len(entries) < page_size or (total is not None and start >= total):
+                listed.report()
                 return
+            listed.check_length(start)
 
     def section_items(self, section_key: str, type_num: int, *, page_size: int) -> AsyncIterator[MetadataPage]:
         return self.pages(
@@ -346,14 +399,36 @@ class PlexClient:
         return self.pages(f"/library/collections/{rating_key}/children", None, page_size=page_size)
 
     async def metadata(self, rating_keys: Sequence[str]) -> list[PlexMetadata]:
-        """Full metadata (all credits, streams, chapters) of one or more items in one request."""
+        """Full metadata (all credits, streams, chapters) of one or more items in one request; an entry that
+        cannot be read fails it with `PlexMalformedError` (so no caller takes an unreadable item for a gone one)."""
+        page = await self.metadata_page(rating_keys)
+        if page.broken:
+            path = f"/library/metadata/{','.join(rating_keys)}"
+            rating_key, why = page.broken[0]
+            raise PlexMalformedError(
+                f"Plex sent malformed metadata for {path}: item {rating_key or '(no ratingKey)'}: {why}", path=path
+            )
+        return page.items
+
+    async def metadata_page(self, rating_keys: Sequence[str]) -> MetadataPage:
+        """`metadata`, with the entries that could not be read in ``broken``."""
         ids = ",".join(rating_keys)
         container, _ = await self.get(f"/library/metadata/{ids}", {"includeChapters": "1"})
-        return parse_page(container).items
+        return parse_page(container)
 
     async def network_tags(self, section_key: str) -> list[PlexTag]:
         container, _ = await self.get("/library/tags", {"type": "319", "librarySectionID": section_key})
         return parse_tags(container)
+
+
+def listed_total(container: Raw, headers: httpx.Headers) -> int | None:
+    """A listing page's ``totalSize`` (or its header) when it can be true; None when absent or impossible."""
+    try:
+        total = plausible_total(read_opt_int(container, "totalSize"))
+    except PlexParseError:
+        total = None
+    raw = headers.get("X-Plex-Container-Total-Size", "")
+    return total if total is not None else plausible_total(int(raw)) if raw.isdigit() else None
 
 
 async def _parse(body: bytes, content_type: str) -> dict[str, Any]:
@@ -380,6 +455,54 @@ def page_headers(start: int, size: int) -> dict[str, str]:
 
 def _page_headers(start: int, size: int) -> dict[str, str]:
     return {"X-Plex-Container-Start": str(start), "X-Plex-Container-Size": str(size)}
+
+
+class Listed:
+    """The rating keys one listing has returned so far, so a key listed again (offset paging while Plex changes, or
+    a broken server) is left out; a full page of nothing new means paging does not advance, which fails the
+    listing rather than loop. Holds one small int (or str) per entry of the listing, for the listing's time."""
+
+    __slots__ = ("_keys", "_path", "repeated")
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._keys: set[int | str] = set()
+        self.repeated = 0
+
+    def first(self, rating_key: str) -> bool:
+        """True the first time ``rating_key`` comes (an empty key always: it is reported as broken elsewhere)."""
+        if not rating_key:
+            return True
+        key: int | str = int(rating_key) if rating_key.isdigit() and len(rating_key) < 19 else rating_key
+        if key in self._keys:
+            self.repeated += 1
+            return False
+        self._keys.add(key)
+        return True
+
+    def fresh(self, entries: list[Raw], start: int, *, full: bool) -> list[Raw]:
+        out = [e for e in entries if self.first(entry_key(e))]
+        self.check_progress(len(out), start, full=full)
+        return out
+
+    def check_progress(self, new: int, start: int, *, full: bool) -> None:
+        if full and start and not new:
+            raise PlexMalformedError(
+                f"Plex listed only rating keys it had listed already at offset {start} of {self._path}; "
+                "paging does not advance",
+                path=self._path,
+            )
+
+    def check_length(self, start: int) -> None:
+        if start > MAX_LISTING:
+            raise PlexMalformedError(f"Plex listed more than {MAX_LISTING:,} entries at {self._path}", path=self._path)
+
+    def report(self) -> None:
+        if self.repeated:
+            log.warning("Plex listed rating keys twice", extra={"path": self._path, "repeated": self.repeated})
+
+
+MAX_LISTING = 50_000_000
 
 
 @dataclass(slots=True)

@@ -3,13 +3,17 @@
 Plex's JSON (``Accept: application/json``) and XML answers carry the same data in different shapes:
 arrays vs repeated child elements, numbers vs attribute strings, ``true`` vs ``1``, ``Video`` /
 ``Directory`` elements vs a ``Metadata`` array. Both are first reduced to one "JSON-shaped" dict
-(`xml_to_container`), then every model is built from that dict by tolerant readers that accept a
-value in either representation and treat a missing attribute as "unknown". Nothing here does I/O.
+(`xml_to_container`), then every model is built from that dict by readers that accept a value in either
+representation and treat a missing attribute as "unknown", but refuse a value of the wrong type (a word where a
+number belongs, a list where a string does) with `PlexParseError`: such an item is broken, not zero.
+XML is parsed by expat with no DTD (so no entity can expand: no "billion laughs") and a depth limit. Nothing
+here does I/O.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import math
+import xml.parsers.expat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +24,12 @@ Raw = Mapping[str, Any]
 
 
 class PlexParseError(ValueError):
-    """An answer that is not a Plex MediaContainer (truncated, HTML error page, garbage)."""
+    """An answer that is not a Plex MediaContainer (truncated, HTML error page, garbage), or an entry of one
+    that cannot be read (a value of the wrong type, a required key missing)."""
+
+
+MAX_XML_DEPTH = 64  # Plex nests MediaContainer > Video > Media > Part > Stream: 5 levels
+VIDEO_TYPES = frozenset({"movie", "episode", "clip"})
 
 
 # ----------------------------------------------------------------------------- value readers
@@ -32,7 +41,9 @@ def _str(d: Raw, key: str) -> str:
         return ""
     if isinstance(v, bool):
         return "1" if v else "0"
-    return v if isinstance(v, str) else str(v)
+    if isinstance(v, str | int | float):
+        return v if isinstance(v, str) else str(v)
+    raise PlexParseError(f"{key} is {type(v).__name__}, not text")
 
 
 def _int(d: Raw, key: str) -> int:
@@ -50,8 +61,8 @@ def _int(d: Raw, key: str) -> int:
     except (TypeError, ValueError):
         try:
             return int(float(v))
-        except (TypeError, ValueError):
-            return 0
+        except (TypeError, ValueError, OverflowError):
+            raise PlexParseError(f"{key} is {str(v)[:40]!r}, not a number") from None
 
 
 def _opt_int(d: Raw, key: str) -> int | None:
@@ -66,9 +77,12 @@ def _float(d: Raw, key: str) -> float:
     if v is None or v == "":
         return 0.0
     try:
-        return float(v)
+        f = float(v)
     except (TypeError, ValueError):
-        return 0.0
+        raise PlexParseError(f"{key} is {str(v)[:40]!r}, not a number") from None
+    if not math.isfinite(f):
+        raise PlexParseError(f"{key} is {f}, not a finite number")
+    return f
 
 
 def _bool(d: Raw, key: str) -> bool:
@@ -102,11 +116,31 @@ def _list(d: Raw, key: str) -> list[Raw]:
         return v
     if isinstance(v, Mapping):
         return [v]
+    if not isinstance(v, list):
+        raise PlexParseError(f"{key} is {type(v).__name__}, not a list")
     return [x for x in v if isinstance(x, Mapping)]
 
 
 # the readers, for code that works on raw entries (etag.raw_listing_fingerprint)
 read_str, read_int, read_opt_int, read_bool, read_list = _str, _int, _opt_int, _bool, _list
+
+
+def entry_key(d: Raw) -> str:
+    """An entry's rating key, or "" when it has none usable (never raises: for reports about broken entries)."""
+    v = d.get("ratingKey")
+    return v if isinstance(v, str) else str(v) if isinstance(v, int) and not isinstance(v, bool) else ""
+
+
+def check_entry(d: Raw) -> None:
+    """Raise `PlexParseError` when a listing or metadata entry cannot stand for an item: no rating key, no type,
+    a video without media."""
+    if not entry_key(d):
+        raise PlexParseError("the entry has no ratingKey")
+    kind = d.get("type")
+    if not kind or not isinstance(kind, str):
+        raise PlexParseError("the entry has no type")
+    if kind in VIDEO_TYPES and not _list(d, "Media"):
+        raise PlexParseError(f"the {kind} has no Media")
 
 
 # ----------------------------------------------------------------------------- models
@@ -295,6 +329,9 @@ class PlexMetadata:
 
     @classmethod
     def parse(cls, d: Raw) -> PlexMetadata:
+        """Raises `PlexParseError` for an entry that cannot be read (see `check_entry`)."""
+        check_entry(d)
+
         def tags(key: str) -> list[PlexTag]:
             return [PlexTag.parse(t) for t in _list(d, key)]
 
@@ -373,11 +410,13 @@ class PlexSection:
 
 @dataclass(slots=True)
 class MetadataPage:
-    """One page of a listing: its items and where it sits in the whole."""
+    """One page of a listing: its items, the entries that could not be read (rating key or "", why), and where it
+    sits in the whole."""
 
     items: list[PlexMetadata]
     offset: int
     total_size: int | None
+    broken: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -392,37 +431,55 @@ def xml_to_container(body: bytes) -> dict[str, Any]:
     """Parse Plex XML into the dict JSON's ``MediaContainer`` would hold.
 
     Attributes become string values; child elements become lists keyed by tag; under the container
-    ``Video`` and ``Directory`` elements are also listed under ``Metadata``, as JSON has them.
+    ``Video`` and ``Directory`` elements are also listed under ``Metadata``, as JSON has them. A document
+    type declaration (Plex sends none; it is how entities are declared) or nesting deeper than
+    `MAX_XML_DEPTH` is refused, so a hostile answer cannot expand or recurse.
     """
+    parser = xml.parsers.expat.ParserCreate()
+    stack: list[dict[str, Any]] = []
+    root: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = []
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        d: dict[str, Any] = attrs
+        if stack:
+            if len(stack) >= MAX_XML_DEPTH:
+                raise PlexParseError(f"Plex answered XML nested deeper than {MAX_XML_DEPTH} levels")
+            parent = stack[-1]
+            parent.setdefault(tag, []).append(d)
+            if len(stack) == 1 and tag in ("Video", "Directory", "Photo", "Track"):
+                root[0][2].append(d)
+        else:
+            root.append((tag, d, []))
+        stack.append(d)
+
+    def end(tag: str) -> None:
+        stack.pop()
+
+    def refuse_dtd(*args: object) -> None:
+        raise PlexParseError("Plex answered XML with a document type declaration (entities are refused)")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.StartDoctypeDeclHandler = refuse_dtd
+    parser.EntityDeclHandler = refuse_dtd
+    parser.buffer_text = True
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
+        parser.Parse(body, True)
+    except xml.parsers.expat.ExpatError as exc:
         raise PlexParseError(f"Plex answered XML that does not parse: {exc}") from None
-    if root.tag != "MediaContainer":
-        raise PlexParseError(f"Plex answered <{root.tag}>, not a MediaContainer")
-    out = _element_dict(root)
-    meta = [out_child for el, out_child in _children(root) if el.tag in ("Video", "Directory", "Photo", "Track")]
+    tag, out, meta = root[0]
+    if tag != "MediaContainer":
+        raise PlexParseError(f"Plex answered <{tag[:40]}>, not a MediaContainer")
     if meta:
         out["Metadata"] = meta
     return out
-
-
-def _children(el: ET.Element) -> list[tuple[ET.Element, dict[str, Any]]]:
-    return [(c, _element_dict(c)) for c in el]
-
-
-def _element_dict(el: ET.Element) -> dict[str, Any]:
-    d: dict[str, Any] = dict(el.attrib)
-    for child in el:
-        d.setdefault(child.tag, []).append(_element_dict(child))
-    return d
 
 
 def json_to_container(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise PlexParseError(f"Plex answered JSON that does not parse: {exc}") from None
+        raise PlexParseError(f"Plex answered JSON that does not parse: {str(exc)[:200]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("MediaContainer"), dict):
         raise PlexParseError("Plex answered JSON without a MediaContainer")
     container: dict[str, Any] = data["MediaContainer"]
@@ -440,9 +497,23 @@ def parse_container(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 def parse_page(container: Raw) -> MetadataPage:
-    items = [PlexMetadata.parse(m) for m in _list(container, "Metadata")]
-    total = _opt_int(container, "totalSize")
-    return MetadataPage(items=items, offset=_int(container, "offset"), total_size=total)
+    """The page's items; an entry that cannot be read goes to ``broken`` (the others are unaffected)."""
+    items: list[PlexMetadata] = []
+    broken: list[tuple[str, str]] = []
+    for m in _list(container, "Metadata"):
+        try:
+            items.append(PlexMetadata.parse(m))
+        except PlexParseError as exc:
+            broken.append((entry_key(m), str(exc)))
+    return MetadataPage(items, _int(container, "offset"), plausible_total(_opt_int(container, "totalSize")), broken)
+
+
+MAX_TOTAL = 50_000_000  # entries in one listing; a larger totalSize is a lie, not a library
+
+
+def plausible_total(value: int | None) -> int | None:
+    """A listing's ``totalSize`` if it can be true, else None (unknown: page until a short page)."""
+    return value if value is not None and 0 <= value <= MAX_TOTAL else None
 
 
 def parse_sections(container: Raw) -> list[PlexSection]:
@@ -458,11 +529,16 @@ def parse_tags(container: Raw) -> list[PlexTag]:
 
 
 def total_size(container: Raw, headers: Mapping[str, str] | None = None) -> int:
-    value = _opt_int(container, "totalSize")
-    if value is None and headers is not None:
-        raw = headers.get("X-Plex-Container-Total-Size")
-        value = int(raw) if raw and raw.isdigit() else None
-    return value if value is not None else _int(container, "size")
+    """How many entries a listing says it holds: ``totalSize``, else the header, else ``size``; 0 when what it
+    says is negative, absurd or not a number."""
+    try:
+        value = plausible_total(_opt_int(container, "totalSize"))
+        if value is None and headers is not None:
+            raw = headers.get("X-Plex-Container-Total-Size")
+            value = plausible_total(int(raw)) if raw and raw.isdigit() else None
+        return value if value is not None else plausible_total(_int(container, "size")) or 0
+    except PlexParseError:
+        return 0
 
 
 def first(items: Sequence[PlexMetadata]) -> PlexMetadata | None:

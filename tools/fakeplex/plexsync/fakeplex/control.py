@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import httpx
-from plexsync.fakeplex.faults import FaultKind
+from plexsync.fakeplex.faults import FaultKind, MalformedVariant
 
 
 class FakePlexControl:
@@ -167,7 +167,9 @@ class FakePlexControl:
         status: int = 500,
         retry_after: int = 1,
         times: int | None = None,
+        variant: MalformedVariant = "",
     ) -> None:
+        """Add a fault rule (see faults.FaultRule); ``variant`` picks a ``malformed`` answer's corruption."""
         rule = {
             "kind": kind,
             "probability": probability,
@@ -177,6 +179,7 @@ class FakePlexControl:
             "status": status,
             "retry_after": retry_after,
             "times": times,
+            "variant": variant,
         }
         await self._call("POST", "/faults", rule)
 

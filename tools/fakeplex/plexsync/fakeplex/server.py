@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from plexsync.fakeplex import render
-from plexsync.fakeplex.faults import FaultInjector, FaultRule
+from plexsync.fakeplex.faults import XML_TYPE, FaultInjector, FaultRule, corrupt
 from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec, SectionSpec
 from plexsync.fakeplex.notify import DEFAULT_PING_S, DEFAULT_QUEUE_SIZE, NotificationHub, library_messages
 from plexsync.fakeplex.plextv import PlexTvHandlers, PlexTvState
@@ -375,7 +375,7 @@ class FakePlex:
             return web.Response(status=401, body=_UNAUTHORIZED, content_type="text/html")
         response = await handler(request)
         if rule is not None and isinstance(response, web.Response) and response.body is not None:
-            return await self._mangle(request, response, rule)
+            return await self._mangle(request, response, rule, handler)
         return response
 
     def _fault_response(self, request: web.Request, rule: FaultRule) -> web.Response:
@@ -388,9 +388,13 @@ class FakePlex:
         headers = {"Retry-After": str(rule.retry_after)} if rule.status == 503 else {}
         return web.Response(status=rule.status, text=f"fakeplex injected {rule.status}", headers=headers)
 
-    async def _mangle(self, request: web.Request, response: web.Response, rule: FaultRule) -> web.StreamResponse:
+    async def _mangle(
+        self, request: web.Request, response: web.Response, rule: FaultRule, handler: Handler
+    ) -> web.StreamResponse:
         body = response.body
         assert isinstance(body, bytes)
+        if rule.kind == "malformed" and rule.variant:
+            return await self._malformed(request, response, rule.variant, handler)
         if rule.kind == "malformed":
             broken = body[: max(1, len(body) // 2)] + b"\x00<{]]"
             return web.Response(body=broken, status=200, content_type=response.content_type)
@@ -402,6 +406,37 @@ class FakePlex:
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError
+
+    async def _malformed(
+        self, request: web.Request, response: web.Response, variant: str, handler: Handler
+    ) -> web.Response:
+        """The real answer, corrupted as ``variant`` says (`faults.corrupt`); a failed answer stays as it is.
+
+        The real answer is asked again as JSON, so every variant starts from the same dict. ``duplicate_keys`` on a
+        page after the first answers the page one entry earlier (as Plex does when an item was added before the
+        offset while a client pages), so the previous page's last entry comes again."""
+        if response.status != 200:
+            return response
+        start, _ = self._paging(request)
+        shifted = variant == "duplicate_keys" and start > 0
+        headers = CIMultiDict(request.headers)
+        headers["Accept"] = "application/json"
+        url = request.rel_url
+        if shifted:
+            headers["X-Plex-Container-Start"] = str(start - 1)
+            if "X-Plex-Container-Start" in url.query:
+                url = url.update_query({"X-Plex-Container-Start": str(start - 1)})
+        real = await handler(request.clone(headers=headers, rel_url=url))
+        if not isinstance(real, web.Response) or not isinstance(real.body, bytes) or real.status != 200:
+            return response
+        container = orjson.loads(real.body)["MediaContainer"]
+        if shifted:
+            container["offset"] = start
+        out = corrupt(variant, container, wants_json=self._wants_json(request))
+        extra = {k: v for k, v in response.headers.items() if k.startswith("X-Plex-")}
+        extra.update(out.headers)
+        charset = "utf-8" if out.content_type == XML_TYPE else None
+        return web.Response(body=out.body, content_type=out.content_type, charset=charset, headers=extra)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
