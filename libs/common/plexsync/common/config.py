@@ -32,6 +32,11 @@ class CommonSettings(BaseSettings):
     grpc_host: str = Field(default="0.0.0.0", validation_alias="PLEXSYNC_GRPC_HOST")
     grpc_port: int = Field(default=0, validation_alias="PLEXSYNC_GRPC_PORT")
     shutdown_grace_seconds: float = Field(default=10.0, validation_alias="PLEXSYNC_SHUTDOWN_GRACE_SECONDS")
+    # How often readiness re-checks the service's dependencies (PostgreSQL, NATS); two failures in a row make the
+    # service NOT_SERVING until one succeeds (see plexsync.common.readiness).
+    readiness_check_seconds: float = Field(
+        default=5.0, ge=0.2, le=300.0, validation_alias="PLEXSYNC_READINESS_CHECK_SECONDS"
+    )
     # "identity:token,identity:token": callers this service accepts, and who they are.
     service_tokens: SecretStr = Field(default=SecretStr(""), validation_alias="PLEXSYNC_SERVICE_TOKENS")
     # The bearer token this process presents when it calls other services.

@@ -6,6 +6,7 @@ Messages must say what to do and must never contain a secret.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -81,3 +82,15 @@ def collect_violations(checks: Iterable[tuple[bool, str, str]]) -> None:
     violations = [FieldViolation(field, description) for failed, field, description in checks if failed]
     if violations:
         raise InvalidArgumentError(violations)
+
+
+def parse_uuid(value: str, field_name: str, *, required: bool = True) -> uuid.UUID | None:
+    """A UUID from a request field; INVALID_ARGUMENT naming the field when it is empty (if required) or malformed."""
+    if not value:
+        if required:
+            raise InvalidArgumentError.single(field_name, "is required")
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgumentError.single(field_name, f"must be a UUID, got {value[:64]!r}") from None

@@ -29,17 +29,45 @@ def status_code_for(exc: errors.PlexsyncError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
+# The status travels in trailers, and a client refuses trailers over its metadata limit (8 KiB soft, 16 KiB hard by
+# default) with RESOURCE_EXHAUSTED instead of the real status: a message quoting a huge input must be clipped.
+MAX_MESSAGE_BYTES = 1000
+MAX_FIELD_BYTES = 200
+MAX_DESCRIPTION_BYTES = 500
+MAX_VIOLATIONS_BYTES = 2500
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, marked with an ellipsis when cut."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "…"
+
+
+def _violations(exc: errors.InvalidArgumentError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    out: list[error_details_pb2.BadRequest.FieldViolation] = []
+    budget = MAX_VIOLATIONS_BYTES
+    for i, v in enumerate(exc.violations):
+        field, description = clip(v.field, MAX_FIELD_BYTES), clip(v.description, MAX_DESCRIPTION_BYTES)
+        budget -= len(field.encode()) + len(description.encode())
+        if budget < 0:
+            out.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="request", description=f"{len(exc.violations) - i} more invalid fields not listed"
+                )
+            )
+            break
+        out.append(error_details_pb2.BadRequest.FieldViolation(field=field, description=description))
+    return out
+
+
 def to_rpc_status(exc: errors.PlexsyncError) -> grpc.Status:
     """A grpc.Status carrying BadRequest field violations for invalid arguments."""
     code = status_code_for(exc)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=str(exc))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=clip(str(exc), MAX_MESSAGE_BYTES))
     if isinstance(exc, errors.InvalidArgumentError):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
-        )
+        bad_request = error_details_pb2.BadRequest(field_violations=_violations(exc))
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         status.details.append(detail)

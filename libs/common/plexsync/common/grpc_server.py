@@ -1,9 +1,10 @@
 """The gRPC bootstrap every service runs: interceptors, health, reflection, graceful shutdown.
 
 A service builds a `ServiceApp`, adds its servicers, and calls `run(ready)`. Health reports NOT_SERVING
-until `ready` (connecting to the database, NATS, peers) has succeeded, then SERVING; on SIGTERM or SIGINT
-it reports NOT_SERVING, stops taking new calls, lets in-flight calls finish within the grace period and
-runs the shutdown hooks.
+until `ready` (connecting to the database, NATS, peers) has succeeded, then SERVING while the readiness checks
+(`add_readiness_check`: its database, NATS) pass; on SIGTERM or SIGINT it reports NOT_SERVING, stops taking new
+calls, lets in-flight calls finish within the grace period and runs the shutdown hooks. The ``liveness`` health
+service is SERVING from start to shutdown whatever the dependencies do (see plexsync.common.readiness).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from plexsync.common.config import CommonSettings
-from plexsync.common.interceptors import BearerTokenInterceptor
+from plexsync.common.interceptors import BearerTokenInterceptor, RequestDecodingInterceptor
+from plexsync.common.readiness import LIVENESS_SERVICE, Check, DependencyMonitor
 from plexsync.common.telemetry import server_interceptor, setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class ServiceApp:
             server_interceptor(),
             *(extra_interceptors or []),
             BearerTokenInterceptor(tokens, policy),
+            RequestDecodingInterceptor(),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
@@ -79,11 +82,22 @@ class ServiceApp:
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.port = 0
+        self.readiness = DependencyMonitor(self._readiness_changed, interval=settings.readiness_check_seconds)
 
     def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
         """Register a servicer under its full name (for health and reflection)."""
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
+
+    def add_readiness_check(self, name: str, check: Check) -> None:
+        """A dependency the service cannot serve without: while `check` keeps failing, readiness is NOT_SERVING."""
+        self.readiness.add(name, check)
+
+    async def _readiness_changed(self, ready: bool) -> None:
+        if not self._stop.is_set():
+            await self._set_status(
+                health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
 
     def on_stop_requested(self, hook: Callable[[], object]) -> None:
         """Run `hook` the moment SIGTERM arrives, before in-flight calls drain (e.g. stop taking queued work and
@@ -101,6 +115,7 @@ class ServiceApp:
         if self.port == 0:
             raise RuntimeError(f"could not bind gRPC port {address}")
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         self.started.set()
         log.info("%s listening", self.name, extra={"port": self.port})
@@ -140,12 +155,14 @@ class ServiceApp:
                 freeze_startup_heap()
                 await self._set_status(health_pb2.HealthCheckResponse.SERVING)
                 log.info("%s ready", self.name)
+                self.readiness.start()
                 await self._stop.wait()
         finally:
             await self.shutdown()
 
     async def shutdown(self) -> None:
         log.info("%s shutting down", self.name, extra={"grace_seconds": self.settings.shutdown_grace_seconds})
+        await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_seconds)
         for hook in reversed(self._shutdown_hooks):

@@ -1,6 +1,6 @@
-"""Server interceptors every service installs: bearer-token auth and domain-error mapping.
+"""Server interceptors every service installs: bearer-token auth, domain-error mapping, request decoding.
 
-Both wrap the method handler instead of the call so they see streaming RPCs too.
+All wrap the method handler instead of the call so they see streaming RPCs too.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from opentelemetry import trace
 from plexsync.common import errors
 from plexsync.common.grpc_errors import to_rpc_status
 
@@ -53,7 +55,7 @@ def _guard(behavior: Callable[..., Any], before: Before | None) -> Callable[...,
         if isinstance(exc, errors.PlexsyncError):
             await abort_with(context, exc)
         log.exception("unhandled error in RPC", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log for details")
+        await context.abort(grpc.StatusCode.INTERNAL, internal_error_message())
 
     if inspect.isasyncgenfunction(behavior):
 
@@ -81,6 +83,13 @@ def _guard(behavior: Callable[..., Any], before: Before | None) -> Callable[...,
             await handle(exc, context)
 
     return wrapper
+
+
+def internal_error_message() -> str:
+    """What a caller sees of an unexpected failure: no internals, but the trace id that finds it in the logs."""
+    span_context = trace.get_current_span().get_span_context()
+    where = f" (trace_id {span_context.trace_id:032x})" if span_context.is_valid else ""
+    return f"internal error{where}; see the service log for details"
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -132,3 +141,117 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if scheme.lower() != "bearer" or not token:
             return None
         return self._tokens.get(token.strip())
+
+
+class Undecodable:
+    """Stands in for request bytes that are not a valid message.
+
+    grpc.aio calls the deserializer outside the handler and answers any exception from it as UNKNOWN with the
+    exception's text; returning this instead lets the handler wrapper answer INVALID_ARGUMENT."""
+
+    __slots__ = ("message_name", "reason", "size")
+
+    def __init__(self, message_name: str, reason: str, size: int) -> None:
+        self.message_name = message_name
+        self.reason = reason
+        self.size = size
+
+    def description(self) -> str:
+        return f"the request is not a valid {self.message_name}: {self.reason}"
+
+
+def _decode_reason(exc: Exception) -> str:
+    if isinstance(exc, DecodeError):
+        # upb says "Error parsing message with type 'x.Y': String field had bad UTF-8"; keep the part after the name.
+        reason = str(exc).rpartition("': ")[2].strip()
+        if reason:
+            return reason[0].lower() + reason[1:]
+    return "its bytes could not be decoded"
+
+
+def tolerant_deserializer(deserializer: Callable[[bytes], Any], message_name: str) -> Callable[[bytes], Any]:
+    """`deserializer` returning an `Undecodable` instead of raising."""
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:
+            return Undecodable(message_name, _decode_reason(exc), len(raw))
+
+    return deserialize
+
+
+def _message_name(deserializer: Callable[[bytes], Any], method: str) -> str:
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    full_name = getattr(descriptor, "full_name", None)
+    return full_name if isinstance(full_name, str) else f"request of {method}"
+
+
+async def _reject(request: Undecodable, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    log.warning(
+        "rejected a request that is not a valid %s: %s",
+        request.message_name,
+        request.reason,
+        extra={"method": method, "request_bytes": request.size},
+    )
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.description())
+
+
+def _decoding_guard(behavior: Callable[..., Any], method: str, streaming_request: bool) -> Callable[..., Any]:
+    """Answer INVALID_ARGUMENT for an `Undecodable` request (or stream message) before the behaviour sees it."""
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await _reject(request, method, context)
+            yield request
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream_wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            if streaming_request:
+                request = checked(request, context)
+            elif isinstance(request, Undecodable):
+                await _reject(request, method, context)
+            async for response in behavior(request, context):
+                yield response
+
+        return stream_wrapper
+
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if streaming_request:
+            request = checked(request, context)
+        elif isinstance(request, Undecodable):
+            await _reject(request, method, context)
+        return await behavior(request, context)
+
+    return wrapper
+
+
+class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
+    """Requests whose bytes are not a valid message answer INVALID_ARGUMENT, on every method of every service.
+
+    Installed innermost, so authentication is checked first and a stranger learns nothing about the schema."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = handler_call_details.method
+        for attr in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, attr)
+            if behavior is None:
+                continue
+            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+                return handler  # a synchronous behaviour runs in a thread; leave grpc's own handling to it
+            return handler._replace(
+                request_deserializer=tolerant_deserializer(
+                    handler.request_deserializer, _message_name(handler.request_deserializer, method)
+                ),
+                **{attr: _decoding_guard(behavior, method, streaming_request=attr.startswith("stream_"))},
+            )
+        return handler

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
+import idna
 from plexsync.auth import gdm
 from plexsync.auth.models import Account, Connection, PinLogin, PinStatus, Server, ServerSource, ServerStatus, Token
 from plexsync.auth.plex_api import (
@@ -44,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_LENGTH = 512
+MAX_URL_LENGTH = 2048
 
 
 class ServerEvents(Protocol):
@@ -112,7 +114,14 @@ def validate_server_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise InvalidArgumentError.single("url", "is required, e.g. http://192.168.1.10:32400")
-    parts = urlsplit(url)
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidArgumentError.single("url", f"is longer than {MAX_URL_LENGTH} characters; give the base URL")
+    if not url.isprintable():
+        raise InvalidArgumentError.single("url", "must not contain control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" of an IPv6 address
+        raise InvalidArgumentError.single("url", "is not a valid URL, e.g. http://192.168.1.10:32400") from None
     problem = ""
     if parts.scheme not in ("http", "https"):
         problem = "must start with http:// or https://, e.g. http://192.168.1.10:32400"
@@ -133,7 +142,25 @@ def validate_server_url(url: str) -> str:
             problem = "has an invalid port; Plex usually listens on 32400"
     if problem:
         raise InvalidArgumentError.single("url", problem)
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    if not _host_is_valid(parts.hostname or ""):
+        raise InvalidArgumentError.single("url", "has an invalid host name, e.g. http://192.168.1.10:32400")
+    return base_url
+
+
+def _host_is_valid(host: str) -> bool:
+    """What httpx and the resolver would refuse later, with an exception of their own, is refused here."""
+    if host.startswith("[") or ":" in host:
+        return True  # an IPv6 literal; urlsplit has checked its brackets
+    if len(host) > 253 or any(not 0 < len(label) <= 63 for label in host.rstrip(".").split(".")):
+        return False
+    if host.isascii() and "xn--" not in host.lower():
+        return all(c.isalnum() or c in "-_." for c in host)
+    try:
+        idna.encode(host, uts46=True)
+    except UnicodeError:  # idna.IDNAError is one
+        return False
+    return True
 
 
 def token_problem(token: str) -> str:

@@ -19,6 +19,7 @@ from plexsync.common.config import MissingSettingError
 from plexsync.common.db import libpq_url
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
+from plexsync.common.readiness import database_check
 from plexsync.v1 import catalog_pb2_grpc
 
 log = logging.getLogger("plexsync.catalog")
@@ -43,6 +44,7 @@ async def serve(settings: CatalogSettings) -> None:
     )
     servicer = CatalogServicer(repository, writer, changelog, hub, etag_chunk=settings.etag_chunk_size)
     app = ServiceApp("catalog", settings, policy=POLICY)
+    app.add_readiness_check("postgresql", database_check(store.engine))
     app.add_service("plexsync.v1.CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)
     app.on_stop_requested(hub.close)  # WatchChanges streams end at once instead of holding up the drain
     app.on_shutdown(store.dispose)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from plexsync.common.errors import InvalidArgumentError, UnavailableError
+from plexsync.common.errors import InvalidArgumentError, UnavailableError, parse_uuid
 from plexsync.common.pagination import decode_token, encode_token, filters_fingerprint, page_size
 from plexsync.scanner.manager import ScanManager
 from plexsync.scanner.realtime.leases import WatchLeases
@@ -53,6 +53,7 @@ class ScannerServicer(scanner_pb2_grpc.ScannerServiceServicer):
 
     async def ListScans(self, request: scanner_pb2.ListScansRequest, context: Context) -> scanner_pb2.ListScansResponse:
         size = page_size(request.page_size)
+        parse_uuid(request.library_id, "library_id", required=False)
         if request.status and request.status not in common_pb2.ScanStatus.values():
             raise InvalidArgumentError.single("status", f"unknown scan status {request.status}")
         fingerprint = filters_fingerprint("scans", request.library_id, request.status)

