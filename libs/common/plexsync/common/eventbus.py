@@ -31,6 +31,8 @@ SCAN_JOB_SUBJECT = "plexsync.v1.jobs.scan"
 SCAN_JOB_CONSUMER = "scanners"
 # Core NATS (not kept in a stream): "stop this job" to whichever scanner runs it (events.CancelJobCommand).
 JOB_CANCEL_SUBJECT = "plexsync.v1.control.jobs.cancel"
+# How long JetStream remembers a Nats-Msg-Id to drop a repeat (the outbox relay relies on it).
+DUPLICATE_WINDOW_SECONDS = 120
 # What the scheduler's durable consumer of scan events reads (lifecycle only, no progress).
 SCAN_LIFECYCLE_SUBJECTS = [f"plexsync.v1.scan.*.{kind}" for kind in ("started", "completed", "failed", "cancelled")]
 
@@ -105,7 +107,7 @@ class EventBus:
                 subjects=EVENT_SUBJECTS,
                 retention=RetentionPolicy.LIMITS,
                 max_age=self.events_max_age_hours * 3600,
-                duplicate_window=120,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
             )
         )
         await self._ensure_stream(
@@ -113,7 +115,7 @@ class EventBus:
                 name=self.jobs_stream,
                 subjects=JOB_SUBJECTS,
                 retention=RetentionPolicy.WORK_QUEUE,
-                duplicate_window=120,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
             )
         )
 
@@ -127,7 +129,17 @@ class EventBus:
     async def publish(self, subject: str, message: Message, *, msg_id: str, timeout_seconds: float = 5.0) -> PubAck:
         """Publish to JetStream with de-duplication id and the current trace context; returns the stream's ack
         (its sequence number; `duplicate` when JetStream had the id already)."""
-        payload = message.SerializeToString()
+        return await self.publish_bytes(
+            subject, message.SerializeToString(), msg_id=msg_id, timeout_seconds=timeout_seconds
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (publishing while it is down would only queue in the client)."""
+        return self._nc is not None and self._nc.is_connected
+
+    async def publish_bytes(self, subject: str, payload: bytes, *, msg_id: str, timeout_seconds: float = 5.0) -> PubAck:
+        """`publish` for an already serialized message (the outbox stores the bytes it will send)."""
         with _tracer.start_as_current_span(
             f"publish {_subject_template(subject)}",
             kind=SpanKind.PRODUCER,
@@ -142,6 +154,15 @@ class EventBus:
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id, "Content-Type": "application/protobuf"}
             propagate.inject(headers)
             return await self.js.publish(subject, payload, timeout=timeout_seconds, headers=headers)
+
+    async def last_msg_id(self, subject: str) -> str | None:
+        """The Nats-Msg-Id of the last message stored on `subject` (None when there is none)."""
+        stream = await self.js.find_stream_name_by_subject(subject)
+        try:
+            msg = await self.js.get_last_msg(stream, subject)
+        except StreamNotFound:
+            return None
+        return (msg.headers or {}).get("Nats-Msg-Id")
 
     async def ensure_job_consumer(self, *, ack_wait_seconds: float, max_deliver: int) -> None:
         """The scanners' shared durable pull consumer of scan jobs, created or brought to this configuration."""

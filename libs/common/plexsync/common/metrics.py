@@ -99,6 +99,30 @@ class PlexsyncMetrics:
         """Seconds from a job's start to its end, by plexsync.scan.mode, plexsync.library.kind and outcome."""
         return self._meter.create_histogram("plexsync.job.duration", unit="s", description="Duration of jobs")
 
+    @cached_property
+    def outbox_publish_failures(self) -> metrics.Counter:
+        """Outbox relay passes that could not publish a row (NATS away), by plexsync.outbox (the schema)."""
+        return self._meter.create_counter(
+            "plexsync.outbox.publish.failures", unit="{failure}", description="Failed publishes from the outbox"
+        )
+
+    @cached_property
+    def _outbox_depths(self) -> dict[str, Callable[[], int]]:
+        depths: dict[str, Callable[[], int]] = {}
+
+        def depth_cb(_: CallbackOptions) -> Iterable[Observation]:
+            for schema, depth in list(depths.items()):
+                yield Observation(depth(), {"plexsync.outbox": schema})
+
+        self._meter.create_observable_gauge(
+            "plexsync.outbox.depth", [depth_cb], unit="{event}", description="Events waiting in the outbox"
+        )
+        return depths
+
+    def observe_outbox_depth(self, schema: str, depth: Callable[[], int]) -> None:
+        """Report how many events wait in `schema`'s outbox (one gauge, one series per schema)."""
+        self._outbox_depths[schema] = depth
+
     def observe_job_queue(self, depth: Callable[[], int], oldest_age_seconds: Callable[[], float]) -> None:
         """Register gauges for the scan job queue (depth and age of the oldest job)."""
 

@@ -19,6 +19,8 @@ from plexsync.common.db import create_engine, wait_for_database
 from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
+from plexsync.common.outbox import OutboxRelay
+from plexsync.common.readiness import database_check
 from plexsync.v1 import auth_pb2_grpc
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -47,9 +49,11 @@ async def serve(settings: AuthSettings, cipher: TokenCipher) -> None:
         jobs_stream=settings.jobs_stream,
         events_max_age_hours=settings.events_max_age_hours,
     )
+    relay = OutboxRelay(engine, bus, schema="auth")
     vault = Vault(cipher)
     servicer = AuthServicer()
     app = ServiceApp("auth", settings, policy=CREDENTIALS_POLICY)
+    app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.AuthService", auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
     http_holder: list[PlexHttp] = []
 
@@ -66,11 +70,13 @@ async def serve(settings: AuthSettings, cipher: TokenCipher) -> None:
         )
         http_holder.append(http)
         await bus.connect()
-        servicer.attach(AuthDomain(settings, sessions, vault, http, NatsServerEvents(bus)))
+        relay.start()
+        servicer.attach(AuthDomain(settings, sessions, vault, http, NatsServerEvents(relay)))
 
     async def close() -> None:
         for http in http_holder:
             await http.aclose()
+        await relay.drain()
         await bus.close()
         await engine.dispose()
 

@@ -1,6 +1,7 @@
 """Server events on NATS: plexsync.v1.server.<id>.{online,offline,token_invalid} (ServerEvent protobufs).
 
-Events name the server and say what happened; they never carry a token.
+Events name the server and say what happened; they never carry a token. They go through auth's outbox
+(plexsync.common.outbox), so one is not lost while NATS is down.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.auth.models import Server
-from plexsync.common.eventbus import EventBus, server_subject
+from plexsync.common.eventbus import server_subject
 from plexsync.common.logs import redact
+from plexsync.common.outbox import OutboxRelay
 from plexsync.v1 import events_pb2
 
 
@@ -25,13 +27,13 @@ def _event(server: Server) -> events_pb2.ServerEvent:
 
 
 class NatsServerEvents:
-    """Publishes ServerEvents through the shared EventBus."""
+    """Publishes ServerEvents through the outbox and its relay."""
 
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
+    def __init__(self, outbox: OutboxRelay) -> None:
+        self.outbox = outbox
 
     async def _publish(self, kind: str, event: events_pb2.ServerEvent) -> None:
-        await self.bus.publish(server_subject(event.server_id, kind), event, msg_id=event.event_id)
+        await self.outbox.enqueue(server_subject(event.server_id, kind), event, msg_id=event.event_id)
 
     async def online(self, server: Server, uri: str, latency_ms: float) -> None:
         event = _event(server)

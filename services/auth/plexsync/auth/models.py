@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from plexsync.common.db import schema_metadata
+from plexsync.common.outbox import OutboxColumns
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -169,3 +170,7 @@ class PinLogin(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _now()
+
+
+class OutboxRow(OutboxColumns, Base):
+    """Events waiting to be published to NATS (plexsync.common.outbox), in id order."""

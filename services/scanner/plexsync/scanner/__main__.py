@@ -14,6 +14,8 @@ from plexsync.common.db import create_engine, wait_for_database
 from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
+from plexsync.common.outbox import OutboxRelay
+from plexsync.common.readiness import database_check
 from plexsync.scanner.events import EventPublisher
 from plexsync.scanner.jobs import JobRunner
 from plexsync.scanner.manager import ScanManager
@@ -44,8 +46,10 @@ async def serve(settings: ScannerSettings) -> None:
     auth_channel = peer_channel(settings, settings.auth_addr)
     scheduler_channel = peer_channel(settings, settings.scheduler_addr)
     leases = WatchLeases(engine, holder=OWNER, ttl_seconds=settings.realtime_lease_seconds)
+    relay = OutboxRelay(engine, bus, schema="scanner")
     servicer = ScannerServicer()
     app = ServiceApp("scanner", settings)
+    app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.ScannerService", scanner_pb2_grpc.add_ScannerServiceServicer_to_server, servicer)
     managers: list[ScanManager] = []
     runners: list[JobRunner] = []
@@ -55,12 +59,13 @@ async def serve(settings: ScannerSettings) -> None:
         await wait_for_database(engine)
         await asyncio.to_thread(migrate, settings.database_url)
         await bus.connect()
+        relay.start()
         manager = ScanManager(
             settings=settings,
             catalog=GrpcCatalog(catalog_channel),
             credentials=GrpcCredentials(auth_channel),
             repository=ScanRepository(engine, stale_after=settings.scan_stale_seconds),
-            publisher=EventPublisher(bus),
+            publisher=EventPublisher(bus, outbox=relay),
         )
         await manager.start()
         managers.append(manager)
@@ -88,6 +93,7 @@ async def serve(settings: ScannerSettings) -> None:
             await supervisor.close()
         for manager in managers:
             await manager.close()
+        await relay.drain()  # after the managers: their scans' last events are in the outbox by now
         await catalog_channel.close()
         await auth_channel.close()
         await scheduler_channel.close()

@@ -1,7 +1,11 @@
 """Scan events: built once, kept in the scan's in-process feed (for WatchScan) and published on NATS.
 
-Publishing never blocks or fails a scan: events go through a queue to one background publisher per
-process, in order, retried a few times (JetStream de-duplicates on Nats-Msg-Id = event_id).
+Publishing never blocks or fails a scan. Lifecycle events (started, completed, failed, cancelled) are written
+to the scanner's outbox (plexsync.common.outbox) and reach NATS at least once, even if NATS is down while the
+scan runs. Progress and item_error events, and the real-time watcher's ItemChangedEvents, are best-effort: an
+in-memory queue to one background publisher per process, in order, retried a few times, then dropped (progress
+is superseded by the next one; the catalog's WatchChanges is the durable feed of item changes).
+JetStream de-duplicates on Nats-Msg-Id = event_id.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
+from plexsync.common.outbox import OutboxRelay
 from plexsync.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# Events that go through the outbox: what the scheduler and other consumers must not miss.
+LIFECYCLE = TERMINAL | {"started"}
 SUBJECT_PREFIX = "plexsync.v1.scan"
 
 
@@ -69,10 +76,11 @@ PublishedEvent = events_pb2.ScanEvent | events_pb2.ItemChangedEvent
 
 
 class EventPublisher:
-    """One ordered background publisher to NATS for the whole process."""
+    """One ordered background publisher to NATS for the whole process; lifecycle events through the outbox."""
 
-    def __init__(self, bus: Publisher | None, *, attempts: int = 3) -> None:
+    def __init__(self, bus: Publisher | None, *, attempts: int = 3, outbox: OutboxRelay | None = None) -> None:
         self._bus = bus
+        self._outbox = outbox
         self._attempts = attempts
         self._queue: asyncio.Queue[tuple[str, PublishedEvent, otel_context.Context] | None] = asyncio.Queue(
             maxsize=10_000
@@ -93,6 +101,21 @@ class EventPublisher:
             self._queue.put_nowait((subject, event, otel_context.get_current()))
         except asyncio.QueueFull:
             self.dropped += 1
+
+    async def submit_durable(self, subject: str, event: events_pb2.ScanEvent) -> None:
+        """Write a lifecycle event to the outbox (its relay publishes it); in memory if there is no outbox."""
+        if self._outbox is None:
+            self.submit(subject, event)
+            return
+        try:
+            # Shielded: the scan task may be cancelled while it reports its own end.
+            await asyncio.shield(self._outbox.enqueue(subject, event, msg_id=event.event_id))
+        except Exception as exc:
+            log.warning(
+                "could not write an event to the outbox; publishing it best-effort",
+                extra={"subject": subject, "error": type(exc).__name__},
+            )
+            self.submit(subject, event)
 
     async def _run(self) -> None:
         while True:
@@ -167,7 +190,11 @@ class ScanEmitter:
 
     async def _emit(self, event: events_pb2.ScanEvent) -> events_pb2.ScanEvent:
         await self.feed.append(event)
-        self.publisher.submit(scan_subject(self.library_id, event_kind(event)), event)
+        kind = event_kind(event)
+        if kind in LIFECYCLE:
+            await self.publisher.submit_durable(scan_subject(self.library_id, kind), event)
+        else:
+            self.publisher.submit(scan_subject(self.library_id, kind), event)
         return event
 
     async def started(

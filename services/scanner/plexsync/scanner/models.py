@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from plexsync.common.db import schema_metadata
+from plexsync.common.outbox import OutboxColumns
 from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -82,3 +83,7 @@ class WatcherRow(Base):
     last_error: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     library_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+
+
+class OutboxRow(OutboxColumns, Base):
+    """Events waiting to be published to NATS (plexsync.common.outbox), in id order."""

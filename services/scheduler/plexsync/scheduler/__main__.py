@@ -17,6 +17,8 @@ from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
 from plexsync.common.metrics import METRICS
+from plexsync.common.outbox import OutboxRelay
+from plexsync.common.readiness import database_check
 from plexsync.scheduler.leader import LeaderLease
 from plexsync.scheduler.migrate import migrate
 from plexsync.scheduler.peers import GrpcCatalog, GrpcScanner, GrpcServers
@@ -91,8 +93,10 @@ async def serve(settings: SchedulerSettings) -> None:
     scanner_channel = peer_channel(settings, settings.scanner_addr)
     auth_channel = peer_channel(settings, settings.auth_addr)
     lease = LeaderLease(settings.database_url)
+    relay = OutboxRelay(engine, bus, schema="scheduler")
     servicer = SchedulerServicer()
     app = ServiceApp("scheduler", settings)
+    app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.SchedulerService", scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server, servicer)
     background: list[asyncio.Task[None]] = []
     reports: list[ScanReports] = []
@@ -101,13 +105,14 @@ async def serve(settings: SchedulerSettings) -> None:
         await wait_for_database(engine)
         await asyncio.to_thread(migrate, settings.database_url)
         await bus.connect()
+        relay.start()
         scheduler = Scheduler(
             settings=settings,
             repository=JobRepository(engine),
             catalog=GrpcCatalog(catalog_channel),
             scanner=GrpcScanner(scanner_channel),
             servers=GrpcServers(auth_channel),
-            queue=JetStreamJobQueue(bus),
+            queue=JetStreamJobQueue(bus, relay),
         )
         feed = ScanReports(bus, scheduler.on_scan_event, scheduler.on_delivery_exhausted)
         await feed.start()
@@ -132,6 +137,7 @@ async def serve(settings: SchedulerSettings) -> None:
         for feed in reports:
             await feed.close()
         await lease.release()
+        await relay.drain()
         for channel in (catalog_channel, scanner_channel, auth_channel):
             await channel.close()
         await bus.close()

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from plexsync.common.db import schema_metadata
+from plexsync.common.outbox import OutboxColumns
 from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -96,3 +97,7 @@ class LeaderRow(Base):
     replica: Mapped[str] = mapped_column(Text, nullable=False)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_tick: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxRow(OutboxColumns, Base):
+    """Events waiting to be published to NATS (plexsync.common.outbox), in id order."""

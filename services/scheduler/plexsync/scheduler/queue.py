@@ -1,5 +1,8 @@
 """The scheduler's side of NATS: the scanners' work queue, job events, and what the scanners report back.
 
+Job events go through the scheduler's outbox (plexsync.common.outbox): written to PostgreSQL, then published by
+the relay, so a job event is not lost while NATS is down. Job messages need no outbox: the job row is one (a
+QUEUED job without a stream sequence is published again by the leader's reconcile, the job id de-duplicating).
 Scan lifecycle events are read through one durable pull consumer that every scheduler replica shares (each
 event is handled once, and none is lost while the schedulers are down); JetStream's max-deliveries advisory
 says when a job's deliveries are used up.
@@ -30,6 +33,7 @@ from plexsync.common.eventbus import (
     job_subject,
     max_deliveries_advisory,
 )
+from plexsync.common.outbox import OutboxRelay
 from plexsync.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -40,10 +44,14 @@ SCAN_EVENTS_CONSUMER = "scheduler-scan-events"
 class JetStreamJobQueue:
     """JobQueue (ports) over an EventBus."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, outbox: OutboxRelay) -> None:
         self.bus = bus
+        self.outbox = outbox
 
     async def publish_job(self, job: common_pb2.Job, traceparent: str) -> int:
+        if not self.bus.connected:
+            # Fail now rather than have the client buffer it: the reconcile publishes it once NATS is back.
+            raise ConnectionError("not connected to NATS")
         message = events_pb2.ScanJobMessage(
             job_id=job.id, library_id=job.library_id, mode=job.mode, force=job.force, server_id=job.server_id
         )
@@ -66,7 +74,7 @@ class JetStreamJobQueue:
     async def job_event(self, kind: str, job: common_pb2.Job) -> None:
         event = events_pb2.JobEvent(event_id=str(uuid.uuid4()), job=job)
         event.time.GetCurrentTime()
-        await self.bus.publish(job_subject(job.library_id, kind), event, msg_id=event.event_id)
+        await self.outbox.enqueue(job_subject(job.library_id, kind), event, msg_id=event.event_id)
 
 
 class ScanReports:
