@@ -243,6 +243,7 @@ class BatchResult:
     unchanged: int = 0
     restored: int = 0
     changes: list[common_pb2.ItemChange] = field(default_factory=list)  # for batches without a scan only
+    seen_rows: int = 0  # scan_seen rows the batch inserted (see `_confirm_durable`)
 
 
 class PeopleCache:
@@ -392,6 +393,7 @@ class Writer:
         held: Prepared | None = None  # read, waiting for a place in the pipeline
         pulling: asyncio.Task[Prepared | None] | None = None
         read_error: BaseException | None = None  # raised once every batch before it is written
+        written: dict[uuid.UUID, tuple[uuid.UUID, int]] = {}  # scan -> (library, scan_seen rows committed)
 
         def speculate_if_worth_it(prepared: Prepared | None) -> None:
             if (
@@ -507,7 +509,11 @@ class Writer:
                     redo.extendleft(reversed(again))
                     continue
                 in_flight.popleft()
+                if flight.prep.scan_id is not None:
+                    _, rows = written.get(flight.prep.scan_id, (flight.prep.library_id, 0))
+                    written[flight.prep.scan_id] = (flight.prep.library_id, rows + result.seen_rows)
                 yield flight.prep.request, result
+            await self._confirm_durable(written)
         finally:
             await _cancel_all([f.task for f in in_flight])  # failed batch or caller gone: roll back the rest
             if pulling is not None:
@@ -667,9 +673,11 @@ class Writer:
                 result.restored += len(back)
                 result.unchanged += existing - len(back)
             if scan_id is not None:
-                await self._record_seen(cur, scan_id, SEEN_ITEM, [*keys, *request.seen_rating_keys])
+                result.seen_rows += await self._record_seen(cur, scan_id, SEEN_ITEM, [*keys, *request.seen_rating_keys])
                 if collections:
-                    await self._record_seen(cur, scan_id, SEEN_COLLECTION, [c.message.rating_key for c in collections])
+                    result.seen_rows += await self._record_seen(
+                        cur, scan_id, SEEN_COLLECTION, [c.message.rating_key for c in collections]
+                    )
             if collections:
                 await self._write_collections(cur, library_id, collections)
             rows = await changes.log_changes(cur, logged, returning=scan_id is None, durable=scan_id is None)
@@ -683,8 +691,8 @@ class Writer:
         """Serialise the library's writes (unless `lock` is False: the caller takes the lock later) and check
         that the library exists. With `wait_for_flush=False` the commit does not wait for its WAL to
         reach the disk (PostgreSQL's asynchronous commit): a crash of the database may lose the last fraction
-        of a second of batches, which the next scan sends again (their ETags are not in the catalog), and never
-        a batch before a FinishScan, whose synchronous commit flushes all the WAL before it."""
+        of a second of batches, which the next scan sends again (their ETags are not in the catalog). A scan's
+        stream ends with `_confirm_durable`, so no FinishScan ever relies on a lost batch."""
         if lock:
             await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(library_id),))
         if not wait_for_flush:  # else the server's own setting (on, or remote_apply with replicas...)
@@ -848,12 +856,44 @@ class Writer:
 
     async def _record_seen(
         self, cur: psycopg.AsyncCursor[Any], scan_id: uuid.UUID, entity: int, keys: list[str]
-    ) -> None:
-        if keys:
-            await cur.execute(
-                "INSERT INTO scan_seen (scan_id, entity, rating_keys) VALUES (%s, %s, %b::text[])",
-                (scan_id, entity, keys),
-            )
+    ) -> int:
+        """Record `keys` as seen by the scan; how many rows that inserted (0 or 1)."""
+        if not keys:
+            return 0
+        await cur.execute(
+            "INSERT INTO scan_seen (scan_id, entity, rating_keys) VALUES (%s, %s, %b::text[])",
+            (scan_id, entity, keys),
+        )
+        return 1
+
+    async def _confirm_durable(self, scans: dict[uuid.UUID, tuple[uuid.UUID, int]]) -> None:
+        """At the end of a stream, before it answers OK: the scans' batches are all still there, and on disk.
+
+        Scan batches commit asynchronously, so a crash of PostgreSQL loses the last of them although they were
+        acknowledged; the pool reconnects and the stream goes on. FinishScan would then mark the lost batches'
+        items FILE_NOT_FOUND though Plex has them. So every batch's `scan_seen` rows are counted here, in a
+        transaction that writes (the scan's row) and commits synchronously, flushing the WAL of every batch
+        before it: when this passes, FinishScan relies only on durable rows; when it fails the scanner fails
+        the scan instead of finishing it."""
+        for scan_id, (library_id, expected) in scans.items():
+            async with self.store.cursor() as cur:
+                await self._lock_library(cur, library_id)
+                await cur.execute(
+                    "UPDATE scans SET library_id = library_id WHERE id = %s AND finished_at IS NULL "
+                    "RETURNING (SELECT count(*) FROM scan_seen WHERE scan_id = %s)",
+                    (scan_id, scan_id),
+                )
+                row = await cur.fetchone()
+                found = int(row[0]) if row else 0
+            if found < expected:  # (more: rows of an earlier stream of the scan)
+                log.error(
+                    "acknowledged batches of a scan are gone (did the database restart?)",
+                    extra={"scan_id": str(scan_id), "expected": expected, "found": found},
+                )
+                raise FailedPreconditionError(
+                    f"the database lost {expected - found} of scan {scan_id}'s acknowledged batches (it restarted "
+                    "during the scan?); do not finish this scan, start a new one"
+                )
 
     async def _write_collections(
         self, cur: psycopg.AsyncCursor[Any], library_id: uuid.UUID, collections: list[ingest.CollectionIn]

@@ -155,6 +155,7 @@ class ScanManager:
         self.running: dict[uuid.UUID, RunningScan] = {}
         self._finished: OrderedDict[uuid.UUID, ScanFeed] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
+        self._recording: set[asyncio.Task[None]] = set()  # ends of scans the database missed, retried
         self.listing_pool: ListingPool | None = ListingPool() if settings.scan_listing_worker else None
 
     @property
@@ -208,6 +209,8 @@ class ScanManager:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        for task in self._recording:
+            task.cancel()
         for rs in list(self.running.values()):
             rs.cancel_reason = "the scanner is shutting down"
             if rs.task is not None:
@@ -387,7 +390,10 @@ class ScanManager:
                     self.repository.finish(rs.id, status, counts, error, stats=rs.stats, requeued=requeued)
                 )
             except Exception:
-                log.exception("could not record the end of a scan", extra={"scan_id": str(rs.id)})
+                log.exception("could not record the end of a scan; retrying", extra={"scan_id": str(rs.id)})
+                task = asyncio.create_task(self._record_end_later(rs, status, counts, error, requeued))
+                self._recording.add(task)
+                task.add_done_callback(self._recording.discard)
             try:
                 await emitter.progress(counts, self._rate(rs), 0.0, "done")
                 if status == common_pb2.SCAN_STATUS_COMPLETED:
@@ -416,6 +422,24 @@ class ScanManager:
                     "seconds": round(duration, 2),
                 },
             )
+
+    async def _record_end_later(
+        self, rs: RunningScan, status: int, counts: common_pb2.ScanCounts, error: str, requeued: bool
+    ) -> None:
+        """Persist a scan's end once the database is back (it failed, often because the database did). Until
+        then the row says RUNNING, and the reaper leaves a live scanner's rows alone: without this the scan
+        would stay RUNNING until another scan of the library happened to notice."""
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.repository.finish(rs.id, status, counts, error, stats=rs.stats, requeued=requeued)
+            except Exception as exc:
+                delay = min(delay * 2, 5.0)
+                log.warning("still cannot record the end of a scan", extra={"scan_id": str(rs.id), "error": str(exc)})
+                continue
+            log.info("recorded the end of a scan late", extra={"scan_id": str(rs.id)})
+            return
 
     def _rate(self, rs: RunningScan) -> float:
         elapsed = max(time.monotonic() - rs.started, 1e-6)
