@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import nats
 import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from plexsync.devstack import infra
 from plexsync.devstack.process import ChildProcess, start_service
 from plexsync.fakeplex import FakePlexControl
@@ -33,6 +36,7 @@ from plexsync.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     common_pb2,
+    events_pb2,
     scanner_pb2,
     scanner_pb2_grpc,
     scheduler_pb2,
@@ -50,6 +54,7 @@ DEEP, INCREMENTAL = common_pb2.SCAN_MODE_DEEP, common_pb2.SCAN_MODE_INCREMENTAL
 JOB_ACTIVE = {common_pb2.JOB_STATUS_PENDING, common_pb2.JOB_STATUS_QUEUED, common_pb2.JOB_STATUS_RUNNING}
 JOB_TERMINAL = {common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED}
 SCAN_ACTIVE = {common_pb2.SCAN_STATUS_PENDING, common_pb2.SCAN_STATUS_RUNNING}
+LIFECYCLE = ("started", "completed", "failed", "cancelled")
 ACK_WAIT = 3.0
 
 # ~200 movies and a few shows: with 20 ms per Plex request, one metadata request per 2 items and one at a time,
@@ -337,6 +342,33 @@ class Cluster:
             return next((s for s in running if s.counts.seen >= min_seen and s.counts.total >= 100), None)
 
         return await eventually(probe, within, f"a scan is running and has seen {min_seen} items")
+
+    async def lifecycle_events(self, scan_id: str, *, until: str, within: float = 20) -> list[str]:
+        """The lifecycle event kinds (started, completed, failed, cancelled) NATS holds for a scan, in stream
+        order, read from the events stream's start until one of kind `until` is there (or `within` s pass)."""
+        nc = await nats.connect(self.stack.nats_url, connect_timeout=2, max_reconnect_attempts=3)
+        kinds: list[str] = []
+        arrived = asyncio.Event()
+
+        async def on_message(msg: Any) -> None:
+            event = events_pb2.ScanEvent.FromString(msg.data)
+            kind = event.WhichOneof("payload") or ""
+            if event.scan_id == scan_id and kind in LIFECYCLE:
+                kinds.append(kind)
+                if kind == until:
+                    arrived.set()
+
+        try:
+            sub = await nc.jetstream().subscribe(
+                "plexsync.v1.scan.*.*", cb=on_message, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), within)
+            await asyncio.sleep(0.5)  # anything right behind it (a repeat, a contradiction)
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+        return kinds
 
     # ------------------------------------------------------------------ the check
     async def settled(self, within: float = 60) -> None:

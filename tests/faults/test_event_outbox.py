@@ -32,7 +32,7 @@ from plexsync.v1 import auth_pb2, auth_pb2_grpc, common_pb2, events_pb2, scanner
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.orm import DeclarativeBase
 
-from tests.faults.harness import PrivateNats
+from tests.faults.harness import LIFECYCLE, PrivateNats
 from tests.integration.scanner.support import fakeplex_process, run_scan
 from tests.support.stack import ServiceStack
 
@@ -43,7 +43,6 @@ SCANNER_ENV = {
     "PLEXSYNC_PLEX_BACKOFF_SECONDS": "0.05",
     "PLEXSYNC_SCAN_PROGRESS_INTERVAL_SECONDS": "0.2",
 }
-LIFECYCLE = ("started", "completed", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,9 @@ async def test_a_scanner_killed_mid_scan_fails_its_scan_and_the_job_is_retried(c
     await cluster.converge()
     dead = [s for s in await cluster.scans() if s.id == victim.id]
     assert dead and dead[0].status == common_pb2.SCAN_STATUS_FAILED, dead
+    # Nothing claims the dead scanner's scan completed. (Its end is the FAILED row, with no event: a `failed`
+    # event would read to the scheduler as the end of the job that JetStream is redelivering to another scanner.)
+    assert await cluster.lifecycle_events(victim.id, until="completed", within=3) == ["started"]
 
 
 @pytest.mark.parametrize("service", ["catalog", "auth", "scheduler"])
