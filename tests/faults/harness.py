@@ -27,6 +27,7 @@ import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from plexsync.common.clients import all_pages
 from plexsync.devstack import infra
 from plexsync.devstack.process import ChildProcess, start_service
 from plexsync.fakeplex import FakePlexControl
@@ -304,28 +305,22 @@ class Cluster:
         return [job.id for job in resp.jobs]
 
     async def jobs(self, **filters: Any) -> list[common_pb2.Job]:
-        out: list[common_pb2.Job] = []
-        token = ""
-        while True:
+        async def page(token: str) -> tuple[list[common_pb2.Job], str]:
             resp = await self.scheduler.ListJobs(
                 scheduler_pb2.ListJobsRequest(page_size=1000, page_token=token, **filters)
             )
-            out.extend(resp.jobs)
-            token = resp.next_page_token
-            if not token:
-                return out
+            return list(resp.jobs), resp.next_page_token
+
+        return await all_pages(page)
 
     async def scans(self, **filters: Any) -> list[common_pb2.Scan]:
-        out: list[common_pb2.Scan] = []
-        token = ""
-        while True:
+        async def page(token: str) -> tuple[list[common_pb2.Scan], str]:
             resp = await self.scanner.ListScans(
                 scanner_pb2.ListScansRequest(page_size=1000, page_token=token, **filters)
             )
-            out.extend(resp.scans)
-            token = resp.next_page_token
-            if not token:
-                return out
+            return list(resp.scans), resp.next_page_token
+
+        return await all_pages(page)
 
     async def ended(self, job_ids: list[str], within: float = 60) -> list[common_pb2.Job]:
         async def probe() -> list[common_pb2.Job] | None:
