@@ -17,6 +17,8 @@ SERVICES = ("auth", "catalog", "scanner", "scheduler")
 # The port each service's image and pod listen on (the scheduler keeps its local default, 50054, everywhere).
 PORTS = {"auth": 50051, "catalog": 50051, "scanner": 50051, "scheduler": 50054}
 K8S = REPO_ROOT / "deploy" / "k8s"
+# The services that call other services (auth and catalog only answer).
+CALLERS = ("scanner", "scheduler")
 
 
 @pytest.mark.slow
@@ -65,10 +67,14 @@ def test_kustomizations_reference_existing_files_and_every_service_is_deployed()
         assert container["ports"][0]["containerPort"] == port, name
         assert container["readinessProbe"]["grpc"]["port"] == port, name
         assert container["livenessProbe"]["grpc"]["port"] == port, name
+        assert container["startupProbe"]["grpc"]["port"] == port, name
         env = {e["name"]: e for e in container.get("env", [])}
-        assert {"DATABASE_URL", "PLEXSYNC_SERVICE_TOKENS", "PLEXSYNC_SERVICE_TOKEN"} <= set(env), name
-        token_key = env["PLEXSYNC_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"]
-        assert token_key == f"{name.upper()}_SERVICE_TOKEN", name
+        assert {"DATABASE_URL", "NATS_URL", "PLEXSYNC_SERVICE_TOKENS"} <= set(env), name
+        if name in CALLERS:  # the services that call peers present a token of their own identity
+            token_key = env["PLEXSYNC_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"]
+            assert token_key == f"{name.upper()}_SERVICE_TOKEN", name
+        else:
+            assert "PLEXSYNC_SERVICE_TOKEN" not in env, name
         if port != 50051:  # the ConfigMap's PLEXSYNC_GRPC_PORT is 50051: the container overrides it
             assert env["PLEXSYNC_GRPC_PORT"]["value"] == str(port), name
         assert {"configMapRef": {"name": "plexsync-config"}} in container["envFrom"], name
@@ -76,6 +82,7 @@ def test_kustomizations_reference_existing_files_and_every_service_is_deployed()
         dockerfile = (REPO_ROOT / "services" / name / "Dockerfile").read_text()
         assert f"EXPOSE {port}" in dockerfile and f"PLEXSYNC_GRPC_PORT={port}" in dockerfile, name
         assert f'"-m", "plexsync.{name}"' in dockerfile, name
+        assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False, name
     auth_env = {e["name"] for e in _container(deployments["auth"])["env"]}
     assert "PLEXSYNC_TOKEN_KEYS" in auth_env
 
@@ -86,6 +93,7 @@ def test_services_and_addresses_agree_with_the_pods() -> None:
     for name in SERVICES:
         port = services[name]["spec"]["ports"][0]
         assert port["port"] == PORTS[name] and port["targetPort"] == "grpc", name
+        assert services[name]["spec"]["clusterIP"] == "None", name  # headless: clients balance over the pods
         assert services[name]["spec"]["selector"] == {"app.kubernetes.io/name": name}
         assert config[f"PLEXSYNC_{name.upper()}_ADDR"] == f"{name}.plexsync.svc.cluster.local:{PORTS[name]}", name
     scheduler_env = {e["name"] for e in _container(_base("Deployment")["scheduler"])["env"]} | set(config)
@@ -99,11 +107,14 @@ def test_overlays_scale_every_service_and_guard_the_replicated_ones() -> None:
     assert set(SERVICES) <= set(prod_replicas) and prod_replicas["scheduler"] == 2
     assert {r["name"]: r["count"] for r in dev["replicas"]} == dict.fromkeys(SERVICES, 1)
     pdbs = {doc["metadata"]["name"]: doc for doc in _documents(K8S / "overlays" / "prod" / "pdb.yaml")}
-    for name in ("catalog", "scanner", "scheduler"):
+    for name in SERVICES:
         assert pdbs[name]["spec"]["minAvailable"] == 1, name
+        assert pdbs[name]["metadata"]["namespace"] == "plexsync", name  # without one it would select nothing
         assert pdbs[name]["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}
     secrets = {line.split("=", 1)[0] for gen in dev["secretGenerator"] for line in gen["literals"]}
-    assert {f"{name.upper()}_SERVICE_TOKEN" for name in SERVICES} <= secrets
+    assert {f"{name.upper()}_SERVICE_TOKEN" for name in CALLERS} <= secrets
+    assert not {f"{name.upper()}_SERVICE_TOKEN" for name in set(SERVICES) - set(CALLERS)} & secrets
     tokens = next(line for gen in dev["secretGenerator"] for line in gen["literals"]
                   if line.startswith("PLEXSYNC_SERVICE_TOKENS="))  # fmt: skip
-    assert {who.split(":")[0] for who in tokens.split("=", 1)[1].split(",")} >= set(SERVICES)
+    identities = {who.split(":")[0] for who in tokens.split("=", 1)[1].split(",")}
+    assert identities >= {*CALLERS, "cli"} and any(who.endswith("@reader") for who in identities)
