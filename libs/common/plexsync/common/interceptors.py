@@ -8,14 +8,25 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from plexsync.common import errors
-from plexsync.common.grpc_errors import to_rpc_status
+from plexsync.common.access import (
+    METHOD_POLICY,
+    Caller,
+    DenialSink,
+    DeniedCall,
+    Role,
+    ServiceToken,
+    TokenTable,
+    denial_message,
+    set_current_caller,
+)
+from plexsync.common.grpc_errors import internal_status, make_status, to_rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +66,8 @@ def _guard(behavior: Callable[..., Any], before: Before | None) -> Callable[...,
         if isinstance(exc, errors.PlexsyncError):
             await abort_with(context, exc)
         log.exception("unhandled error in RPC", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, internal_error_message())
+        status = internal_status(internal_error_message())
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
     if inspect.isasyncgenfunction(behavior):
 
@@ -93,16 +105,22 @@ def internal_error_message() -> str:
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Checks `authorization: Bearer <token>` for service-to-service calls.
+    """Checks `authorization: Bearer <token>` and the caller's role against the method's policy.
 
-    `tokens` maps token -> caller identity. `policy` maps a full method name
-    ("/plexsync.v1.AuthService/GetServerCredentials") to the identities allowed to call it;
-    methods not in the policy are open to every authenticated caller. Health and reflection are exempt.
-    """
+    `tokens` are the accepted service tokens (plexsync.common.access); `policy` maps a full method name
+    ("/plexsync.v1.AuthService/GetServerCredentials") to the roles allowed to call it. A method with no entry is
+    closed to everyone, so a new RPC cannot be left open by accident. Health and reflection are exempt. Every refused
+    call is handed to `on_denied` (the audit log) without the presented token."""
 
-    def __init__(self, tokens: Mapping[str, str], policy: Mapping[str, frozenset[str]] | None = None) -> None:
-        self._tokens = dict(tokens)
-        self._policy = dict(policy or {})
+    def __init__(
+        self,
+        tokens: Iterable[ServiceToken],
+        policy: Mapping[str, frozenset[Role]] | None = None,
+        on_denied: DenialSink | None = None,
+    ) -> None:
+        self._tokens = TokenTable(tokens)
+        self._policy = dict(METHOD_POLICY if policy is None else policy)
+        self._on_denied = on_denied
 
     async def intercept_service(
         self,
@@ -114,33 +132,64 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        identity = self._identify(metadata.get("authorization"))
+        token = self._identify(metadata.get("authorization"))
         allowed = self._policy.get(method)
 
         async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            if identity is None:
+            peer = context.peer() or ""
+            if token is None:
+                await self._denied(None, method, peer, "UNAUTHENTICATED", "missing or invalid service credentials")
                 raise errors.UnauthenticatedError(
                     "missing or invalid service credentials: send 'authorization: Bearer <token>' with a token "
                     "listed in the server's PLEXSYNC_SERVICE_TOKENS"
                 )
-            if allowed is not None and identity not in allowed:
-                raise errors.PermissionDeniedError(
-                    f"caller {identity!r} may not call {method.rsplit('/', 1)[-1]}; "
-                    f"allowed: {', '.join(sorted(allowed))}"
+            caller = token.caller(peer)
+            if allowed is None or not caller.may_call(allowed):
+                reason = (
+                    f"{method.rsplit('/', 1)[-1]} has no access policy, so no role may call it"
+                    if allowed is None
+                    else denial_message(caller, method, allowed)
                 )
-            caller_identity.set(identity)
+                await self._denied(caller, method, peer, "PERMISSION_DENIED", reason)
+                raise errors.PermissionDeniedError(reason)
+            set_current_caller(caller)
+            caller_identity.set(caller.identity)
 
         return _wrap_handler(handler, lambda behavior: _guard(behavior, check))
 
-    def _identify(self, header: str | bytes | None) -> str | None:
+    async def _denied(self, caller: Caller | None, method: str, peer: str, code: str, reason: str) -> None:
+        log.warning(
+            "refused a call to %s: %s",
+            method,
+            reason,
+            extra={"code": code, "peer": peer, "identity": caller.identity if caller else None},
+        )
+        if self._on_denied is None:
+            return
+        span_context = trace.get_current_span().get_span_context()
+        denied = DeniedCall(
+            identity=caller.identity if caller else None,
+            role=caller.role_label if caller else None,
+            method=method,
+            peer=peer,
+            reason=reason,
+            code=code,
+            trace_id=f"{span_context.trace_id:032x}" if span_context.is_valid else "",
+        )
+        try:
+            await self._on_denied(denied)
+        except Exception:
+            log.exception("could not record a refused call", extra={"method": method})
+
+    def _identify(self, header: str | bytes | None) -> ServiceToken | None:
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token.strip():
             return None
-        return self._tokens.get(token.strip())
+        return self._tokens.identify(token.strip())
 
 
 class Undecodable:
@@ -194,7 +243,8 @@ async def _reject(request: Undecodable, method: str, context: grpc.aio.ServicerC
         request.reason,
         extra={"method": method, "request_bytes": request.size},
     )
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.description())
+    status = make_status(grpc.StatusCode.INVALID_ARGUMENT, request.description(), "MALFORMED_REQUEST")
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _decoding_guard(behavior: Callable[..., Any], method: str, streaming_request: bool) -> Callable[..., Any]:
