@@ -357,9 +357,10 @@ def main() -> int:
         port = infra.free_port()
         env = {
             "DATABASE_URL": database_url,
-            "PLEXSYNC_SERVICE_TOKENS": f"bench:{token}",
+            "PLEXSYNC_SERVICE_TOKENS": f"bench@scanner+admin:{token}",
             "PLEXSYNC_SERVICE_TOKEN": token,
             "PLEXSYNC_LOG_LEVEL": "WARNING",
+            "PLEXSYNC_GRPC_INSECURE": "true",
         }
         child = start_service("catalog", port, env, work / "logs")
         api_runs = []

@@ -41,6 +41,8 @@ from plexsync.fakeplex import FakePlexControl  # noqa: E402
 from plexsync.v1 import (  # noqa: E402
     auth_pb2,
     auth_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
     common_pb2,
     scanner_pb2,
     scanner_pb2_grpc,
@@ -159,6 +161,7 @@ async def scan_all(
     job: str,
     log: Path,
     database_url: str,
+    mode: common_pb2.ScanMode.ValueType = common_pb2.SCAN_MODE_INCREMENTAL,
 ) -> Result:
     await asyncio.to_thread(quiesce, database_url)
     await ctl.reset_stats()
@@ -168,9 +171,7 @@ async def scan_all(
     t0 = time.perf_counter()
     with PeakRss(pid) as rss:
         for lib in libs:
-            started = await scanner.ScanLibrary(
-                scanner_pb2.ScanLibraryRequest(library_id=lib, mode=common_pb2.SCAN_MODE_INCREMENTAL)
-            )
+            started = await scanner.ScanLibrary(scanner_pb2.ScanLibraryRequest(library_id=lib, mode=mode))
             scan_ids.add(started.scan.id)
             events = await watch(channel, started.scan.id, 3600)
             last = events[-1]
@@ -299,6 +300,24 @@ async def run_size(
                     )
                     out.append(r)
                     print(fmt(r), flush=True)
+                    # sync rules: a deep scan of the movies without a rule, then with one that excludes half of them
+                    movie_lib = next(lib.id for lib in synced.libraries if lib.kind == common_pb2.LIBRARY_KIND_MOVIES)
+                    catalog_ch = stack.channel("catalog")
+                    catalog = catalog_pb2_grpc.CatalogServiceStub(catalog_ch)
+                    years = sorted(y for y in await _years(fake) if y)
+                    rule = f"year >= {years[len(years) // 2]}"
+                    deep = common_pb2.SCAN_MODE_DEEP
+                    for expression in ("", rule):
+                        await catalog.SetLibraryRules(
+                            catalog_pb2.SetLibraryRulesRequest(library_id=movie_lib, expression=expression)
+                        )
+                        what = f"rule {expression!r}" if expression else "no rule"
+                        job = f"{movies} movies: deep, {what}"
+                        r = await scan_all(scanner, scan_ch, [movie_lib], ctl, pid, job, log, database_url, deep)
+                        out.append(r)
+                        print(fmt(r), flush=True)
+                    await catalog.SetLibraryRules(catalog_pb2.SetLibraryRulesRequest(library_id=movie_lib))
+                    await catalog_ch.close()
                     if not args.skip_baseline:
                         await ctl.reset_stats()
                         base = await asyncio.to_thread(plexapi_baseline, fake["url"], fake["token"], database_url)
@@ -323,6 +342,18 @@ async def _keys(fake: dict[str, Any], section: str, type_num: int) -> list[str]:
             headers={"X-Plex-Token": fake["token"], "Accept": "application/json"},
         )
         return [m["ratingKey"] for m in resp.json()["MediaContainer"].get("Metadata", [])]
+
+
+async def _years(fake: dict[str, Any]) -> list[int]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=fake["url"], timeout=120) as client:
+        resp = await client.get(
+            "/library/sections/1/all",
+            params={"type": "1"},
+            headers={"X-Plex-Token": fake["token"], "Accept": "application/json"},
+        )
+        return [int(m.get("year") or 0) for m in resp.json()["MediaContainer"].get("Metadata", [])]
 
 
 def fmt(r: Result) -> str:

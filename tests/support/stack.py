@@ -15,11 +15,29 @@ import psycopg
 from nats.js.errors import NotFoundError
 from plexsync.common.clients import service_channel
 from plexsync.common.db import libpq_url
+from plexsync.common.tls import (
+    PLAIN_TCP_ENV,
+    CertPair,
+    DevCertificateAuthority,
+    channel_credentials_from_files,
+    tls_env,
+)
 from plexsync.devstack.infra import free_port
 from plexsync.devstack.process import ChildProcess, start_service
 from sqlalchemy.engine import make_url
 
-IDENTITIES = ("auth", "catalog", "scanner", "scheduler", "cli", "admin", "test")
+# Each identity's role (plexsync.common.access): `test` is the tests' all-purpose caller, so it holds the scanner's
+# internal write path and the admin's calls at once; `auth` and `catalog` call no peer and may only read.
+IDENTITIES = {
+    "auth": "reader",
+    "catalog": "reader",
+    "scanner": "scanner",
+    "scheduler": "scheduler",
+    "cli": "admin",
+    "admin": "admin",
+    "reader": "reader",
+    "test": "admin+scanner",
+}
 
 
 @contextmanager
@@ -47,6 +65,28 @@ class ServiceStack:
     addresses: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     children: list[ChildProcess] = field(default_factory=list)
+    # None: plain TCP, said explicitly (PLEXSYNC_GRPC_INSECURE=true); `use_tls` switches every process to TLS.
+    ca: DevCertificateAuthority | None = None
+    client_auth: bool = False
+    certs: dict[str, CertPair] = field(default_factory=dict)
+
+    def use_tls(self, directory: Path, *, client_auth: bool = False) -> DevCertificateAuthority:
+        """Serve and call over TLS with certificates from a dev CA in `directory` (mTLS with `client_auth`)."""
+        self.ca = DevCertificateAuthority(directory)
+        self.client_auth = client_auth
+        return self.ca
+
+    def cert(self, identity: str) -> CertPair:
+        """`identity`'s certificate (issued on first use): served by a service, presented as a client."""
+        assert self.ca is not None, "use_tls first"
+        if identity not in self.certs:
+            self.certs[identity] = self.ca.issue(identity)
+        return self.certs[identity]
+
+    def tls_env(self, identity: str) -> dict[str, str]:
+        if self.ca is None:
+            return dict(PLAIN_TCP_ENV)
+        return tls_env(self.ca.ca_file, self.cert(identity), client_auth=self.client_auth)
 
     def reserve(self, name: str) -> str:
         """Pick the address a service will listen on (so peers can be configured before it starts)."""
@@ -58,13 +98,16 @@ class ServiceStack:
         env = {
             "DATABASE_URL": self.database_url,
             "NATS_URL": self.nats_url,
-            "PLEXSYNC_SERVICE_TOKENS": ",".join(f"{who}:{tok}" for who, tok in self.tokens.items()),
+            "PLEXSYNC_SERVICE_TOKENS": ",".join(
+                f"{who}@{IDENTITIES.get(who, 'reader')}:{tok}" for who, tok in self.tokens.items()
+            ),
             "PLEXSYNC_SERVICE_TOKEN": self.tokens[identity],
             "PLEXSYNC_LOG_LEVEL": "INFO",
             "PLEXSYNC_SHUTDOWN_GRACE_SECONDS": "3",
             # Off unless a module tests it: a watcher applying fakeplex's changes on its own would move the Plex
             # request counts and catalog states other modules assert (tests/integration/realtime turns it on).
             "PLEXSYNC_REALTIME_ENABLED": "false",
+            **self.tls_env(identity),
         }
         for name, address in self.addresses.items():
             env[f"PLEXSYNC_{name.upper()}_ADDR"] = address
@@ -81,7 +124,11 @@ class ServiceStack:
 
     def channel(self, name: str, identity: str = "test") -> grpc.aio.Channel:
         """An aio channel to service `name`, authenticated as `identity`."""
-        return service_channel(self.addresses[name], self.tokens[identity])
+        credentials = None
+        if self.ca is not None:
+            pair = self.cert(identity)
+            credentials = channel_credentials_from_files(str(self.ca.ca_file), str(pair.cert_file), str(pair.key_file))
+        return service_channel(self.addresses[name], self.tokens[identity], credentials)
 
     def stop_all(self) -> None:
         for child in reversed(self.children):

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from google.protobuf import field_mask_pb2
-from plexsync.cli import changes
+from plexsync.cli import audit, changes, diagnostics, rules
 from plexsync.cli.client import CliError, Endpoints, Handler, Services
 from plexsync.cli.jobs import register
 from plexsync.cli.output import enum_label, err_console, print_json, print_table, to_dict
@@ -87,25 +87,6 @@ def cmd_servers_discover(args: argparse.Namespace, svc: Services) -> int:
     else:
         _print_servers(list(reply.servers))
         print(f"added {reply.added}, updated {reply.updated}, vanished {reply.vanished}")
-    return 0
-
-
-def cmd_servers_check(args: argparse.Namespace, svc: Services) -> int:
-    reply = svc.call("auth", svc.auth.CheckServer, auth_pb2.CheckServerRequest(server_id=args.server_id))
-    if args.json:
-        print_json(reply)
-        return 0
-    rows = [
-        (
-            c.uri,
-            enum_label(auth_pb2.ConnectionKind.Name(c.kind)),
-            "yes" if c.reachable else "no",
-            f"{c.latency.ToMilliseconds()} ms" if c.reachable else "",
-            ("chosen" if c.uri == reply.chosen.uri else c.last_error),
-        )
-        for c in reply.probes
-    ]
-    print_table(f"Connections of {reply.server.name}", ["uri", "kind", "reachable", "latency", "note"], rows)
     return 0
 
 
@@ -372,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     discover = command(servers, "discover", cmd_servers_discover, "discover servers through plex.tv")
     discover.add_argument("--gdm", action="store_true", help="also search the local network (GDM)")
-    command(servers, "check", cmd_servers_check, "probe connections").add_argument("server_id")
+    check = command(servers, "check", diagnostics.cmd_servers_check, "probe connections (latency, TLS, winner)")
+    check.add_argument("server_id", nargs="?", help="one server (default: every server)")
     command(servers, "sync", cmd_servers_sync, "register the server's libraries").add_argument("server_id")
     command(servers, "remove", cmd_servers_remove, "forget a server").add_argument("server_id")
     watch_status = command(servers, "watch-status", cmd_servers_watch_status, "the real-time watchers' state")
@@ -404,9 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     set_paths = command(paths, "set", cmd_paths_set, "replace a server's rules")
     set_paths.add_argument("server_id")
     set_paths.add_argument("rules", nargs="*", help="PLEX_PATH=LOCAL_PATH (none clears the rules)")
+    test_paths = command(paths, "test", diagnostics.cmd_paths_test, "what a scan makes of a library's files")
+    test_paths.add_argument("library_id")
+    test_paths.add_argument("--sample", type=int, default=10, help="how many items (at most 100)")
 
     register(sub, command)
     changes.register(sub, command)
+    audit.register(sub, command)
+    diagnostics.register(sub, command)
+    rules.register(sub, command)
 
     items = sub.add_parser("items", help="the catalog").add_subparsers(dest="action", required=True)
     items_list = command(items, "list", cmd_items_list, "list items")
@@ -433,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, services)
     except CliError as exc:
         if getattr(args, "json", False):
-            print_json({"error": str(exc)})
+            print_json({"error": str(exc), "component": exc.component})
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
     except KeyboardInterrupt:

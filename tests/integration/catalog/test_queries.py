@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from typing import Any
 
@@ -10,10 +12,13 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
-from plexsync.common.grpc_errors import field_violations
+from plexsync.common import pagination
+from plexsync.common.grpc_errors import error_info, field_violations, resource_info
 from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
 
 from tests.integration.catalog.helpers import C, batch, movie, new_library, section, write
+
+UNKNOWN_SERVER = "00000000-0000-4000-8000-000000000000"  # a well-formed id no server has
 
 Stub = catalog_pb2_grpc.CatalogServiceStub
 
@@ -54,9 +59,25 @@ async def test_register_libraries_adds_renames_and_removes(catalog: Stub) -> Non
     assert (back.added, back.updated, back.removed) == (0, 2, 0)
 
 
+async def test_register_libraries_removes_everything_only_when_plex_confirmed_it_has_nothing(catalog: Stub) -> None:
+    server = str(uuid.uuid4())
+    req = catalog_pb2.RegisterLibrariesRequest(server_id=server, server_name="Home", sections=[section("1", "Movies")])
+    await catalog.RegisterLibraries(req)
+    empty = catalog_pb2.RegisterLibrariesRequest(server_id=server, server_name="Home")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await catalog.RegisterLibraries(empty)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "confirmed_empty" in (err.value.details() or "")
+    listed = await catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(server_id=server))
+    assert [lib.name for lib in listed.libraries] == ["Movies"]  # nothing was removed
+    empty.confirmed_empty = True
+    reply = await catalog.RegisterLibraries(empty)
+    assert reply.removed == 1
+
+
 async def test_register_libraries_rejects_bad_sections(catalog: Stub) -> None:
     bad = catalog_pb2.RegisterLibrariesRequest(
-        server_id="s",
+        server_id=str(uuid.uuid4()),
         sections=[section("1", "A"), section("1", "B"), catalog_pb2.LibrarySection(plex_key="3", name="C")],
     )
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -88,16 +109,49 @@ async def test_list_libraries_pages(catalog: Stub) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "page_size",
     )
-    await expect_error(
-        catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(page_size=5000)),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "page_size",
-    )
-    await expect_error(
-        catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(page_token="garbage")),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "page_token",
-    )
+    clamped = await catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(server_id=server, page_size=5000))
+    assert len(clamped.libraries) == 5 and not clamped.next_page_token  # AIP-158: lowered to the maximum
+    first = await catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(server_id=server, page_size=2))
+    fingerprint = pagination.filters_fingerprint("libraries", server, False)
+    unsigned = base64.urlsafe_b64encode(json.dumps({"k": [str(uuid.uuid4())], "f": fingerprint}).encode()).decode()
+    altered = first.next_page_token[:-2] + ("AA" if not first.next_page_token.endswith("AA") else "BB")
+    for forged in ("garbage", unsigned, altered):
+        await expect_error(
+            catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(server_id=server, page_token=forged)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "page_token",
+        )
+
+
+async def test_forged_page_tokens_refused_by_every_catalog_list(catalog: Stub) -> None:
+    """A token signed with another key (the right format, a made-up position) is refused by each List method."""
+    lib = await new_library(catalog)
+    saved = pagination._key
+    pagination.configure_token_key(b"not-this-deployment's-key")
+    try:
+        forged = pagination.encode_token([str(uuid.uuid4())], pagination.filters_fingerprint("any"))
+    finally:
+        pagination.configure_token_key(saved)
+    calls = [
+        catalog.ListLibraries(catalog_pb2.ListLibrariesRequest(page_token=forged)),
+        catalog.ListItems(catalog_pb2.ListItemsRequest(library_id=lib, page_token=forged)),
+        catalog.SearchItems(catalog_pb2.SearchItemsRequest(query="a", page_token=forged)),
+        catalog.ListCollections(catalog_pb2.ListCollectionsRequest(library_id=lib, page_token=forged)),
+        catalog.ListNetworks(catalog_pb2.ListNetworksRequest(library_id=lib, page_token=forged)),
+    ]
+    for call in calls:
+        await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "page_token")
+
+
+async def test_not_found_carries_resource_and_error_info(catalog: Stub) -> None:
+    missing = str(uuid.uuid4())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await catalog.GetLibrary(catalog_pb2.GetLibraryRequest(library_id=missing))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    resource = resource_info(err.value)
+    assert resource is not None and (resource.resource_type, resource.resource_name) == ("plexsync.v1.Library", missing)
+    info = error_info(err.value)
+    assert info is not None and (info.reason, info.domain) == ("RESOURCE_NOT_FOUND", "catalog.plexsync.dev")
 
 
 async def test_get_and_update_library(catalog: Stub) -> None:
@@ -181,10 +235,10 @@ async def test_path_replacements(catalog: Stub) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             field,
         )
-    unknown = catalog_pb2.SetPathReplacementsRequest(server_id="unknown-server", rules=rules[:1])
+    unknown = catalog_pb2.SetPathReplacementsRequest(server_id=UNKNOWN_SERVER, rules=rules[:1])
     await expect_error(catalog.SetPathReplacements(unknown), grpc.StatusCode.NOT_FOUND)
     await expect_error(
-        catalog.ListPathReplacements(catalog_pb2.ListPathReplacementsRequest(server_id="unknown-server")),
+        catalog.ListPathReplacements(catalog_pb2.ListPathReplacementsRequest(server_id=UNKNOWN_SERVER)),
         grpc.StatusCode.NOT_FOUND,
     )
 
@@ -243,7 +297,7 @@ async def test_list_items_filters_and_stable_pages(catalog: Stub) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "view",
         ),
-        (catalog_pb2.ListItemsRequest(page_size=1001), grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
+        (catalog_pb2.ListItemsRequest(page_size=-5), grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
         (catalog_pb2.ListItemsRequest(library_id=str(uuid.uuid4())), grpc.StatusCode.NOT_FOUND, None),
         (catalog_pb2.ListItemsRequest(parent_id=str(uuid.uuid4())), grpc.StatusCode.NOT_FOUND, None),
     ]:

@@ -7,18 +7,20 @@ import logging
 
 import pytest
 from plexsync.common import pagination
+from plexsync.common.access import Role
 from plexsync.common.config import CommonSettings, MissingSettingError
 from plexsync.common.errors import InvalidArgumentError
 from plexsync.common.logs import JsonFormatter, redact
 
 
-def test_page_size_defaults_and_bounds() -> None:
+def test_page_size_defaults_clamps_and_rejects_negative() -> None:
     assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
     assert pagination.page_size(7) == 7
-    for bad in (-1, pagination.MAX_PAGE_SIZE + 1):
-        with pytest.raises(InvalidArgumentError) as info:
-            pagination.page_size(bad)
-        assert info.value.violations[0].field == "page_size"
+    assert pagination.page_size(pagination.MAX_PAGE_SIZE + 1) == pagination.MAX_PAGE_SIZE
+    assert pagination.page_size(2**31 - 1, default=25, maximum=200) == 200
+    with pytest.raises(InvalidArgumentError) as info:
+        pagination.page_size(-1)
+    assert info.value.violations[0].field == "page_size"
 
 
 def test_page_token_round_trip_and_rejects_other_filters() -> None:
@@ -36,7 +38,9 @@ def test_page_token_round_trip_and_rejects_other_filters() -> None:
 
 def test_service_tokens_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLEXSYNC_SERVICE_TOKENS", "scanner:abc, cli:def")
-    assert CommonSettings().accepted_tokens() == {"abc": "scanner", "def": "cli"}
+    parsed = CommonSettings().accepted_tokens()
+    assert [(t.identity, t.role) for t in parsed] == [("scanner", Role.SCANNER), ("cli", Role.ADMIN)]
+    assert all(b"abc" not in t.digest and b"def" not in t.digest for t in parsed)  # only digests are kept
     monkeypatch.setenv("PLEXSYNC_SERVICE_TOKENS", "justatoken")
     with pytest.raises(ValueError, match="PLEXSYNC_SERVICE_TOKENS"):
         CommonSettings().accepted_tokens()

@@ -49,8 +49,9 @@ class _Catalog(catalog_pb2_grpc.CatalogServiceServicer):
 
 @pytest.fixture
 async def served(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[int, _Catalog]]:
-    monkeypatch.setenv("PLEXSYNC_SERVICE_TOKENS", f"cli:{TOKEN}")
+    monkeypatch.setenv("PLEXSYNC_SERVICE_TOKENS", f"tester@admin+scanner:{TOKEN}")  # may call every method
     monkeypatch.setenv("PLEXSYNC_GRPC_HOST", "127.0.0.1")
+    monkeypatch.setenv("PLEXSYNC_GRPC_INSECURE", "true")
     monkeypatch.setenv("PLEXSYNC_SHUTDOWN_GRACE_SECONDS", "1")
     service = ServiceApp("test", CommonSettings())
     servicer = _Catalog()  # type: ignore[abstract]
@@ -99,7 +100,7 @@ async def test_every_rpc_shape_answers_invalid_argument_and_logs_a_warning_only(
         _assert_clean_rejection(info.value, "GetItemEtagsRequest")
 
         # A good message first, then junk: the handler sees only the good one and the stream ends INVALID_ARGUMENT.
-        good = catalog_pb2.WriteItemsRequest(library_id="l").SerializeToString()
+        good = catalog_pb2.WriteItemsRequest(library_id="00000000-0000-4000-8000-000000000001").SerializeToString()
         bidi = channel.stream_stream(SERVICE + "WriteItems")
         replies = 0
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -109,8 +110,10 @@ async def test_every_rpc_shape_answers_invalid_argument_and_logs_a_warning_only(
         assert replies <= 1
 
         # The service is fine afterwards: a valid call gets through.
-        reply = await unary(catalog_pb2.GetLibraryRequest(library_id="ok").SerializeToString())
-        assert catalog_pb2.GetLibraryResponse.FromString(reply).library.id == "ok"
+        reply = await unary(
+            catalog_pb2.GetLibraryRequest(library_id="00000000-0000-4000-8000-000000000002").SerializeToString()
+        )
+        assert catalog_pb2.GetLibraryResponse.FromString(reply).library.id == "00000000-0000-4000-8000-000000000002"
 
     assert [type(r).__name__ for r in servicer.seen] == ["WriteItemsRequest", "GetLibraryRequest"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -221,12 +221,12 @@ def test_prod_scales_serves_tls_and_takes_its_database_and_nats_from_the_secret(
         assert volumes[mounts[tls_dir]]["secret"]["secretName"] == f"{name}-tls"
         certificate = _find(objects, "Certificate", f"{name}-tls")
         assert f"{name}.plexsync.svc.cluster.local" in certificate["spec"]["dnsNames"]
-        # The kubelet's gRPC probes cannot speak TLS: every probe is the TLS health check script.
+        # The kubelet's gRPC probes cannot speak TLS: they use the plain-TCP health-only port.
+        container = _container(objects, name)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert "probe.py" in " ".join(_container(objects, name)[probe]["exec"]["command"]), (name, probe)
+            assert container[probe]["grpc"]["port"] == int(config["PLEXSYNC_HEALTH_PORT"]), (name, probe)
+        assert {"name": "health", "containerPort": 8086} in container["ports"]
         assert _find(objects, "PodDisruptionBudget", name)["spec"]["minAvailable"] == 1
-    probe_script = next(o for o in objects if o["metadata"]["name"].startswith("tls-probe"))["data"]["probe.py"]
-    compile(probe_script, "probe.py", "exec")
 
 
 def test_services_are_headless_and_addresses_name_them() -> None:

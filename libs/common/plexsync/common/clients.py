@@ -10,12 +10,16 @@ import grpc
 from plexsync.common.config import CommonSettings
 from plexsync.common.grpc_server import MAX_MESSAGE_BYTES
 from plexsync.common.telemetry import client_interceptors
+from plexsync.common.tls import client_credentials
 
 T = TypeVar("T")
 
-# Transparent retries for calls that failed before reaching the peer's handler logic.
+# Transparent retries for calls that failed before reaching the peer's handler logic, and round_robin over every
+# address the name resolves to: a Kubernetes headless Service's DNS name lists every ready pod, so calls spread
+# over the replicas instead of riding one long-lived HTTP/2 connection to whichever pod a ClusterIP picked.
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -27,7 +31,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
@@ -72,25 +76,38 @@ def bearer_interceptors(token: str) -> list[Any]:
     return [cls(token) for cls in (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)]
 
 
-def service_channel(address: str, token: str) -> grpc.aio.Channel:
-    """An insecure channel to a peer that sends `token` as a bearer credential on every call."""
+def channel_target(address: str) -> str:
+    """`host:port` as a `dns:///` target (re-resolved as pods come and go); a target with a scheme stays as is."""
+    if address.startswith(_TARGET_SCHEMES) or "://" in address:
+        return address
+    return f"dns:///{address}"
+
+
+_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+
+
+def service_channel(address: str, token: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """A channel to a peer that sends `token` as a bearer credential on every call: TLS with `credentials`
+    (plexsync.common.tls.client_credentials), plain TCP without."""
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.service_config_disable_resolution", 1),  # ours, not one from a DNS TXT record
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-    return grpc.aio.insecure_channel(
-        address, options=options, interceptors=[*client_interceptors(), *bearer_interceptors(token)]
-    )
+    interceptors = [*client_interceptors(), *bearer_interceptors(token)]
+    if credentials is not None:
+        return grpc.aio.secure_channel(channel_target(address), credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(channel_target(address), options=options, interceptors=interceptors)
 
 
 def peer_channel(settings: CommonSettings, address: str) -> grpc.aio.Channel:
     token = settings.service_token.get_secret_value()
     if not token:
         raise RuntimeError("PLEXSYNC_SERVICE_TOKEN is empty: this service needs a token to call its peers")
-    return service_channel(address, token)
+    return service_channel(address, token, client_credentials(settings))
 
 
 async def all_pages(page: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:

@@ -24,7 +24,13 @@ from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 
-EVENT_SUBJECTS = ["plexsync.v1.scan.>", "plexsync.v1.server.>", "plexsync.v1.job.>", "plexsync.v1.item.>"]
+EVENT_SUBJECTS = [
+    "plexsync.v1.scan.>",
+    "plexsync.v1.server.>",
+    "plexsync.v1.job.>",
+    "plexsync.v1.item.>",
+    "plexsync.v1.audit.>",  # plexsync.common.audit: plexsync.v1.audit.<service>.<action>
+]
 JOB_SUBJECTS = ["plexsync.v1.jobs.>"]
 SCAN_JOB_SUBJECT = "plexsync.v1.jobs.scan"
 # The durable pull consumer every scanner replica shares, so each job reaches one of them.

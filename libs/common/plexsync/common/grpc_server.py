@@ -18,11 +18,17 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from plexsync.common import grpc_errors, pagination, version
+from plexsync.common.access import DenialSink, Role
 from plexsync.common.config import CommonSettings
 from plexsync.common.interceptors import BearerTokenInterceptor, RequestDecodingInterceptor
+from plexsync.common.limits import RateLimiter, RateLimitInterceptor
 from plexsync.common.readiness import LIVENESS_SERVICE, Check, DependencyMonitor
+from plexsync.common.reflection import V1ALPHA_SERVICE, enable_reflection
 from plexsync.common.telemetry import server_interceptor, setup_telemetry
+from plexsync.common.tls import ReloadingServerCredentials, TlsConfigError, server_credentials
+from plexsync.common.validation import RequestValidationInterceptor
+from plexsync.v1 import version_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +56,21 @@ def freeze_startup_heap() -> None:
 class ServiceApp:
     """One service process: a grpc.aio server plus its lifecycle."""
 
+    tls: ReloadingServerCredentials | None = None  # set by start(): the served certificate, None on plain TCP
+    _health_server: grpc.aio.Server | None = None  # PLEXSYNC_HEALTH_PORT's health-only server
+    health_port = 0
+
     def __init__(
         self,
         name: str,
         settings: CommonSettings,
         *,
-        policy: Mapping[str, frozenset[str]] | None = None,
+        policy: Mapping[str, frozenset[Role]] | None = None,
+        on_denied: DenialSink | None = None,
         extra_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
     ) -> None:
         self.name = name
+        grpc_errors.set_service_domain(name)
         self.settings = settings
         tokens = settings.accepted_tokens()
         if not tokens:
@@ -66,23 +78,42 @@ class ServiceApp:
                 "PLEXSYNC_SERVICE_TOKENS is empty: set it to 'identity:token,...' for the callers this "
                 f"{name} service accepts"
             )
+        pagination.configure_token_key(pagination.token_key(settings, name))
         self.telemetry = setup_telemetry(name)
         interceptors: list[grpc.aio.ServerInterceptor] = [
             server_interceptor(),
             *(extra_interceptors or []),
-            BearerTokenInterceptor(tokens, policy),
+            BearerTokenInterceptor(tokens, policy, on_denied),
+            *self._rate_limit(settings),
             RequestDecodingInterceptor(),
+            RequestValidationInterceptor(),
         ]
-        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        options = [*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams)]
+        self.server = grpc.aio.server(interceptors=interceptors, options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self._service_names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        self._service_names: list[str] = [health.SERVICE_NAME, V1ALPHA_SERVICE]
+        self.add_service(version.SERVICE_NAME, version_pb2_grpc.add_VersionServiceServicer_to_server,
+                         version.VersionServicer(name))  # fmt: skip
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._stop_hooks: list[Callable[[], object]] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.port = 0
         self.readiness = DependencyMonitor(self._readiness_changed, interval=settings.readiness_check_seconds)
+
+    @staticmethod
+    def _rate_limit(settings: CommonSettings) -> list[grpc.aio.ServerInterceptor]:
+        if settings.rate_limit_per_second <= 0:
+            return []
+        try:
+            roles = frozenset(Role(r.strip()) for r in settings.rate_limit_roles.split(",") if r.strip())
+        except ValueError:
+            raise RuntimeError(
+                f"PLEXSYNC_RATE_LIMIT_ROLES must name roles among {', '.join(r.value for r in Role)}"
+            ) from None
+        limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        return [RateLimitInterceptor(limiter, roles)] if roles else []
 
     def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
         """Register a servicer under its full name (for health and reflection)."""
@@ -109,17 +140,53 @@ class ServiceApp:
         self._shutdown_hooks.append(hook)
 
     async def start(self) -> int:
-        reflection.enable_server_reflection(self._service_names, self.server)
+        enable_reflection(self._service_names, self.server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        self.port = self._bind(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind gRPC port {address}")
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
+        await self._start_health_port()
         self.started.set()
         log.info("%s listening", self.name, extra={"port": self.port})
         return self.port
+
+    async def _start_health_port(self) -> None:
+        """With PLEXSYNC_HEALTH_PORT, also serve the health service alone on plain TCP there.
+
+        The kubelet's gRPC probe cannot speak TLS; this port answers Health/Check and Watch (readiness, `liveness`)
+        and nothing else, so probes stay cheap while every other call needs TLS."""
+        if not self.settings.health_port:
+            return
+        self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        address = f"{self.settings.grpc_host}:{self.settings.health_port}"
+        self.health_port = self._health_server.add_insecure_port(address)
+        if self.health_port == 0:
+            raise RuntimeError(f"could not bind the health port {address}")
+        await self._health_server.start()
+        log.info("%s serves health checks on plain TCP", self.name, extra={"health_port": self.health_port})
+
+    def _bind(self, address: str) -> int:
+        """A TLS port (plexsync.common.tls), or plain TCP only when PLEXSYNC_GRPC_INSECURE=true says so.
+
+        A missing or unusable certificate ends the process with one clear message (exit 2), before it serves."""
+        try:
+            self.tls = server_credentials(self.settings)
+        except TlsConfigError as exc:
+            log.critical("%s refuses to start: %s", self.name, exc)
+            raise SystemExit(2) from None
+        if self.tls is None:
+            log.warning("%s serves plain TCP without TLS (PLEXSYNC_GRPC_INSECURE=true)", self.name)
+            return int(self.server.add_insecure_port(address))
+        log.info(
+            "%s serves TLS",
+            self.name,
+            extra={"cert_file": self.tls.cert_file, "client_auth": self.settings.tls_client_auth},
+        )
+        return int(self.server.add_secure_port(address, self.tls.credentials()))
 
     async def _set_status(self, status: Any) -> None:
         await self.health.set("", status)
@@ -165,6 +232,8 @@ class ServiceApp:
         await self.readiness.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_seconds)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for hook in reversed(self._shutdown_hooks):
             try:
                 await hook()

@@ -3,7 +3,8 @@
 Each service keeps its own schema, models and `migrations/` folder (with `alembic.ini` beside it) and
 describes them with a `SchemaMigrations`; its `env.py` is one call to `run_env`, and start-up / the
 `python -m plexsync.<service> migrate` command call `migrate`, which holds a PostgreSQL advisory lock so
-replicas starting together do not race.
+replicas starting together do not race. Where a Job migrates instead (Kubernetes, `PLEXSYNC_MIGRATE_ON_START=false`),
+start-up calls `prepare`, which only checks the schema is at the code's head and refuses to start when it is behind.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from plexsync.common.db import sqlalchemy_url
 from sqlalchemy import Connection, MetaData, create_engine, pool, text
 
 log = logging.getLogger(__name__)
+
+
+class SchemaBehindError(RuntimeError):
+    """The database schema is older than this code needs and start-up was told not to migrate it."""
 
 
 @dataclass(frozen=True)
@@ -122,3 +129,50 @@ class SchemaMigrations:
                     conn.commit()
         finally:
             engine.dispose()
+
+    def head_revision(self) -> str:
+        """The newest revision this code's migrations know."""
+        head = ScriptDirectory.from_config(self.config("postgresql://localhost/unused")).get_current_head()
+        assert head is not None, f"{self.schema}: no migrations"
+        return head
+
+    def current_revision(self, database_url: str) -> str | None:
+        """The revision the database's schema is at (None: never migrated)."""
+        engine = create_engine(sqlalchemy_url(database_url), poolclass=pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                context = MigrationContext.configure(conn, opts={"version_table_schema": self.schema})
+                return context.get_current_revision()
+        finally:
+            engine.dispose()
+
+    def check_current(self, database_url: str) -> None:
+        """Raise SchemaBehindError, saying what to run, when the schema is older than this code's head.
+
+        A revision this code does not know is newer (the code was rolled back past a migration, which plexsync's
+        migrations allow: they only add): the service starts and logs it.
+        """
+        head = self.head_revision()
+        current = self.current_revision(database_url)
+        if current == head:
+            return
+        script = ScriptDirectory.from_config(self.config(database_url))
+        known = {rev.revision for rev in script.walk_revisions()}
+        if current is not None and current not in known:
+            log.warning(
+                "schema is newer than this code",
+                extra={"schema": self.schema, "revision": current, "code_head": head},
+            )
+            return
+        raise SchemaBehindError(
+            f"the {self.schema} schema is at revision {current or 'none (empty)'} but this code needs {head}; "
+            f"run the migrations first (`python -m plexsync.{self.schema} migrate`, the {self.schema}-migrate Job "
+            "in Kubernetes) or set PLEXSYNC_MIGRATE_ON_START=true"
+        )
+
+    def prepare(self, database_url: str, migrate_on_start: bool) -> None:
+        """At start-up: upgrade the schema to head, or (when a Job migrates) check that it is there."""
+        if migrate_on_start:
+            self.migrate(database_url)
+        else:
+            self.check_current(database_url)

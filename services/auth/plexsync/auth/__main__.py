@@ -9,16 +9,20 @@ import sys
 
 from plexsync.auth.crypto import KeyConfigError, TokenCipher, TokenDecryptionError
 from plexsync.auth.events import NatsServerEvents
+from plexsync.auth.migrate import MIGRATIONS
 from plexsync.auth.plex_api import ClientHeaders, PlexHttp, tls_verify
 from plexsync.auth.repository import Vault, client_identifier, migrate
 from plexsync.auth.server import AuthServicer
 from plexsync.auth.service import AuthDomain
 from plexsync.auth.settings import AuthSettings
+from plexsync.common.audit import AuditLog
+from plexsync.common.audit_server import MethodInterceptor, add_audit_service
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import create_engine, wait_for_database
 from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
+from plexsync.common.migrations import SchemaBehindError
 from plexsync.common.outbox import OutboxRelay
 from plexsync.common.readiness import database_check
 from plexsync.v1 import auth_pb2_grpc
@@ -26,7 +30,6 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 log = logging.getLogger("plexsync.auth")
-CREDENTIALS_POLICY = {"/plexsync.v1.AuthService/GetServerCredentials": frozenset({"scanner"})}
 
 
 class StartupError(RuntimeError):
@@ -52,14 +55,16 @@ async def serve(settings: AuthSettings, cipher: TokenCipher) -> None:
     relay = OutboxRelay(engine, bus, schema="auth")
     vault = Vault(cipher)
     servicer = AuthServicer()
-    app = ServiceApp("auth", settings, policy=CREDENTIALS_POLICY)
+    audit = AuditLog(engine, "auth")
+    app = ServiceApp("auth", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
     app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.AuthService", auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
+    add_audit_service(app, audit)
     http_holder: list[PlexHttp] = []
 
     async def ready() -> None:
         await wait_for_database(engine)
-        await migrate(settings.database_url)
+        await asyncio.to_thread(MIGRATIONS.prepare, settings.database_url, settings.migrate_on_start)
         count = await vault.verify_all(sessions)
         log.info("token store opened", extra={"tokens": count, "primary_key_id": cipher.primary_key_id})
         identifier = await client_identifier(sessions)
@@ -71,7 +76,7 @@ async def serve(settings: AuthSettings, cipher: TokenCipher) -> None:
         http_holder.append(http)
         await bus.connect()
         relay.start()
-        servicer.attach(AuthDomain(settings, sessions, vault, http, NatsServerEvents(relay)))
+        servicer.attach(AuthDomain(settings, sessions, vault, http, NatsServerEvents(relay), audit))
 
     async def close() -> None:
         for http in http_holder:
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             print("auth schema is up to date")
             return 0
         asyncio.run(serve(settings, cipher))
-    except TokenDecryptionError as exc:
+    except (TokenDecryptionError, SchemaBehindError) as exc:
         log.error("cannot start: %s", exc)
         print(f"plexsync-auth: cannot start: {exc}", file=sys.stderr)
         return 3

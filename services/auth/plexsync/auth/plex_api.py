@@ -85,6 +85,9 @@ def _connect_reason(exc: BaseException) -> str:
         chain.append(current)
         current = current.__cause__ or current.__context__
     for link in chain:
+        if isinstance(link, ssl.SSLCertVerificationError):
+            # OpenSSL's short reason ("certificate has expired", "Hostname mismatch, ..."): what to fix.
+            return f"TLS certificate not trusted ({link.verify_message or link.reason or 'verify failed'})"
         if isinstance(link, ConnectionRefusedError):
             return "connection refused"
         if isinstance(link, socket.gaierror):

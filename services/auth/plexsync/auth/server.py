@@ -7,6 +7,7 @@ from typing import Any, TypeAlias
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from plexsync.auth.diagnostics import AuthDiagnostics, TlsStatus, Verdict
 from plexsync.auth.models import Account, Connection, Server, ServerSource, ServerStatus
 from plexsync.auth.ranking import ConnectionKind
 from plexsync.auth.service import AuthDomain
@@ -32,6 +33,21 @@ _SOURCES = {
     ServerSource.PLEX_TV: auth_pb2.SERVER_SOURCE_PLEX_TV,
     ServerSource.MANUAL: auth_pb2.SERVER_SOURCE_MANUAL,
     ServerSource.GDM: auth_pb2.SERVER_SOURCE_GDM,
+}
+
+
+_TLS = {
+    TlsStatus.NOT_USED: auth_pb2.TLS_STATUS_NOT_USED,
+    TlsStatus.VERIFIED: auth_pb2.TLS_STATUS_VERIFIED,
+    TlsStatus.INVALID: auth_pb2.TLS_STATUS_INVALID,
+    TlsStatus.UNREACHABLE: auth_pb2.TLS_STATUS_UNREACHABLE,
+    TlsStatus.NOT_VERIFIED: auth_pb2.TLS_STATUS_NOT_VERIFIED,
+}
+_VERDICTS = {
+    Verdict.ACCEPTED: auth_pb2.TOKEN_VERDICT_ACCEPTED,
+    Verdict.REJECTED: auth_pb2.TOKEN_VERDICT_REJECTED,
+    Verdict.UNREACHABLE: auth_pb2.TOKEN_VERDICT_UNREACHABLE,
+    Verdict.NO_TOKEN: auth_pb2.TOKEN_VERDICT_NO_TOKEN,
 }
 
 
@@ -108,15 +124,23 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     def __init__(self) -> None:
         self._domain: AuthDomain | None = None
+        self._diagnostics: AuthDiagnostics | None = None
 
     def attach(self, domain: AuthDomain) -> None:
         self._domain = domain
+        self._diagnostics = AuthDiagnostics(domain)
 
     @property
     def domain(self) -> AuthDomain:
         if self._domain is None:
             raise UnavailableError("the auth service is still starting; retry in a moment")
         return self._domain
+
+    @property
+    def diagnostics(self) -> AuthDiagnostics:
+        if self._diagnostics is None:
+            raise UnavailableError("the auth service is still starting; retry in a moment")
+        return self._diagnostics
 
     async def StartPinLogin(
         self, request: auth_pb2.StartPinLoginRequest, context: Context
@@ -176,11 +200,35 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.RemoveServerResponse()
 
     async def CheckServer(self, request: auth_pb2.CheckServerRequest, context: Context) -> auth_pb2.CheckServerResponse:
-        result = await self.domain.check_server(request.server_id)
+        checked = await self.diagnostics.check_server(request.server_id)
+        result = checked.result
         return auth_pb2.CheckServerResponse(
             server=server_pb(result.server),
             chosen=connection_pb(result.chosen) if result.chosen is not None else None,
             probes=[connection_pb(c) for c in result.probes],
+            tls=[auth_pb2.ConnectionTls(uri=t.uri, status=_TLS[t.status], error=t.error) for t in checked.tls],
+        )
+
+    async def CheckToken(self, request: auth_pb2.CheckTokenRequest, context: Context) -> auth_pb2.CheckTokenResponse:
+        report = await self.diagnostics.check_tokens(request.server_id)
+        return auth_pb2.CheckTokenResponse(
+            accounts=[
+                auth_pb2.AccountTokenCheck(
+                    account_id=a.account_id, username=a.username, plex_tv=_VERDICTS[a.plex_tv], error=a.error
+                )
+                for a in report.accounts
+            ],
+            servers=[
+                auth_pb2.ServerTokenCheck(
+                    server_id=s.server_id,
+                    name=s.name,
+                    plex_tv=_VERDICTS[s.plex_tv],
+                    server=_VERDICTS[s.server],
+                    uri=s.uri,
+                    error=s.error,
+                )
+                for s in report.servers
+            ],
         )
 
     async def GetServerCredentials(

@@ -31,6 +31,7 @@ from plexsync.auth.ranking import ConnectionKind, Probe, kind_for_address, ranke
 from plexsync.auth.repository import Vault
 from plexsync.auth.settings import AuthSettings
 from plexsync.common import pagination
+from plexsync.common.audit import NO_AUDIT, AuditRecorder, Outcome
 from plexsync.common.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -38,6 +39,7 @@ from plexsync.common.errors import (
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
+    PlexsyncError,
     UnavailableError,
 )
 from sqlalchemy import select
@@ -220,8 +222,10 @@ class AuthDomain:
         vault: Vault,
         http: PlexHttp,
         events: ServerEvents,
+        audit: AuditRecorder = NO_AUDIT,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.sessions = sessions
         self.vault = vault
         self.http = http
@@ -266,7 +270,9 @@ class AuthDomain:
         async with self.sessions() as session:
             row = await session.get(PinLogin, pin_id)
         if row is None:
-            raise NotFoundError("PIN login (start one with StartPinLogin)", str(pin_id))
+            raise NotFoundError(
+                "PIN login (start one with StartPinLogin)", str(pin_id), resource_type="plexsync.v1.PinLogin"
+            )
         return row
 
     async def _set_pin_status(self, pin_id: int, status: PinStatus, account_id: uuid.UUID | None = None) -> None:
@@ -340,9 +346,11 @@ class AuthDomain:
         finally:
             self._pin_cancel.pop(pin_id, None)
         assert token is not None
-        account = await self._store_account(token)
+        account, stored = await self._store_account(token)
         await self._set_pin_status(pin_id, PinStatus.APPROVED, account.id)
         log.info("PIN login approved", extra={"account_id": str(account.id)})
+        await self.audit.record("login.completed", "account", str(account.id), after=_account_audit(account))
+        await self.audit.record(f"token.{stored}", "account", str(account.id))
         servers = (await self.discover_servers(str(account.id), False)).servers if discover else []
         return LoginResult(account, servers)
 
@@ -350,7 +358,8 @@ class AuthDomain:
         async with self.sessions() as session:
             return await session.scalar(select(PinLogin.status).where(PinLogin.pin_id == pin_id))
 
-    async def _store_account(self, token: str) -> Account:
+    async def _store_account(self, token: str) -> tuple[Account, str]:
+        """The account the token belongs to, and whether its token was "stored" (new) or "replaced"."""
         try:
             user = await self.plextv.user(token)
         except PlexUnauthorizedError:
@@ -370,13 +379,14 @@ class AuthDomain:
             account.title = user.title
             account.thumb_url = user.thumb
             row = await session.get(Token, account.token_id) if account.token_id else None
+            stored = "stored" if row is None else "replaced"
             if row is None:
                 row = self.vault.store(session, token)
                 await session.flush()
                 account.token_id = row.id
             else:
                 self.vault.reseal(row, token)
-        return account
+        return account, stored
 
     async def cancel_pin_login(self, pin_id: int) -> None:
         row = await self._pin_row(pin_id)
@@ -430,6 +440,7 @@ class AuthDomain:
         async with self.sessions() as session, session.begin():
             server = await self._server_by_machine(session, identity.machine_identifier)
             previous = server.status if server else None
+            before = _server_audit(server) if server else None
             if server is None:
                 server = Server(machine_identifier=identity.machine_identifier, source=ServerSource.MANUAL.value)
                 server.connections = []
@@ -438,7 +449,7 @@ class AuthDomain:
             server.version = identity.version or str(root.get("version") or server.version)
             server.platform = str(root.get("platform") or server.platform)
             server.owned = server.owned or bool(root.get("myPlexSigninState") == "ok")
-            await self._set_token(session, server, token)
+            token_change = await self._set_token(session, server, token)
             conn = next((c for c in server.connections if c.uri == base_url), None)
             if conn is None:
                 parts = urlsplit(base_url)
@@ -459,16 +470,24 @@ class AuthDomain:
         log.info("server added", extra={"server_id": str(server.id), "machine_identifier": server.machine_identifier})
         if previous != ServerStatus.ONLINE:
             await self._announce(self.events.online(server, base_url, latency_ms))
-        return await self.get_server(str(server.id))
+        added = await self.get_server(str(server.id))
+        await self.audit.record("server.add", "server", str(added.id), before=before, after=_server_audit(added))
+        if token_change:
+            await self.audit.record(f"token.{token_change}", "server", str(added.id))
+        return added
 
-    async def _set_token(self, session: AsyncSession, server: Server, token: str) -> None:
+    async def _set_token(self, session: AsyncSession, server: Server, token: str) -> str:
+        """Store or replace the server's token; "stored", "replaced" or "" (unchanged), for the audit log."""
         row = await session.get(Token, server.token_id) if server.token_id else None
         if row is None:
             row = self.vault.store(session, token)
             await session.flush()
             server.token_id = row.id
-        elif row.invalid_at is not None or self.vault.open(row) != token:
+            return "stored"
+        if row.invalid_at is not None or self.vault.open(row) != token:
             self.vault.reseal(row, token)
+            return "replaced"
+        return ""
 
     @staticmethod
     async def _server_by_machine(session: AsyncSession, machine_identifier: str) -> Server | None:
@@ -479,7 +498,7 @@ class AuthDomain:
         if account_id:
             account = await session.get(Account, parse_id(account_id, "account_id", "account"))
             if account is None:
-                raise NotFoundError("account", account_id)
+                raise NotFoundError("account", account_id, resource_type="plexsync.v1.Account")
             return account
         accounts = (await session.scalars(select(Account).limit(2))).all()
         if not accounts:
@@ -514,6 +533,9 @@ class AuthDomain:
                     row = await session.get(Token, account_token_id)
                     if row is not None:
                         row.invalid_at = now()
+                await self.audit.record(
+                    "token.invalidated", "account", str(account.id), reason="plex.tv answered 401 for the token"
+                )
                 raise FailedPreconditionError(
                     "plex.tv rejected this account's token (401); log in again (StartPinLogin)"
                 ) from None
@@ -528,6 +550,7 @@ class AuthDomain:
             )
         result = DiscoverResult(servers=[])
         touched: list[uuid.UUID] = []
+        token_changes: list[tuple[str, uuid.UUID]] = []
         async with self.sessions() as session, session.begin():
             seen: set[str] = set()
             for resource in resources:
@@ -552,10 +575,12 @@ class AuthDomain:
                 server.last_seen_at = now()
                 if server.status in (ServerStatus.VANISHED, ServerStatus.TOKEN_INVALID):
                     server.status, server.status_reason = ServerStatus.UNKNOWN.value, ""
-                await self._set_token(session, server, str(resource.get("accessToken") or account_token))
+                change = await self._set_token(session, server, str(resource.get("accessToken") or account_token))
                 self._merge_connections(server, resource.get("connections") or [])
                 await session.flush()
                 touched.append(server.id)
+                if change:
+                    token_changes.append((change, server.id))
             stale: Sequence[Server] = (
                 (
                     await session.scalars(
@@ -616,6 +641,20 @@ class AuthDomain:
                 "gdm_answers": len(found),
             },
         )
+        await self.audit.record(
+            "servers.discover",
+            "account",
+            str(account.id) if account else "",
+            after={
+                "added": result.added,
+                "updated": result.updated,
+                "vanished": result.vanished,
+                "gdm": use_gdm,
+                "servers": [_server_audit(s) for s in result.servers],
+            },
+        )
+        for change, server_id in token_changes:
+            await self.audit.record(f"token.{change}", "server", str(server_id))
         return result
 
     @staticmethod
@@ -653,7 +692,7 @@ class AuthDomain:
         async with self.sessions() as session:
             server = await session.get(Server, ident)
         if server is None:
-            raise NotFoundError("server", server_id)
+            raise NotFoundError("server", server_id, resource_type="plexsync.v1.Server")
         return server
 
     async def list_servers(self, page_size: int, page_token: str) -> tuple[list[Server], str]:
@@ -683,8 +722,9 @@ class AuthDomain:
         async with self.sessions() as session, session.begin():
             server = await session.get(Server, ident)
             if server is None:
-                raise NotFoundError("server", server_id)
+                raise NotFoundError("server", server_id, resource_type="plexsync.v1.Server")
             token_id = server.token_id
+            before = _server_audit(server)
             await session.delete(server)
             await session.flush()
             if token_id is not None:
@@ -692,6 +732,9 @@ class AuthDomain:
                 if token is not None:
                     await session.delete(token)
         log.info("server removed", extra={"server_id": server_id})
+        await self.audit.record("server.remove", "server", server_id, before=before)
+        if token_id is not None:
+            await self.audit.record("token.deleted", "server", server_id)
 
     # ------------------------------------------------------------------ connection choice
     async def _load_for_use(self, server_id: str) -> tuple[Server, str | None]:
@@ -699,7 +742,7 @@ class AuthDomain:
         async with self.sessions() as session:
             server = await session.get(Server, ident)
             if server is None:
-                raise NotFoundError("server", server_id)
+                raise NotFoundError("server", server_id, resource_type="plexsync.v1.Server")
             row = await session.get(Token, server.token_id) if server.token_id else None
             token = self.vault.open(row) if row is not None else None
         return server, token
@@ -763,7 +806,7 @@ class AuthDomain:
         async with self.sessions() as session, session.begin():
             server = await session.get(Server, server_id)
             if server is None:
-                raise NotFoundError("server", str(server_id))
+                raise NotFoundError("server", str(server_id), resource_type="plexsync.v1.Server")
             previous_status, previous_uri = server.status, server.preferred_uri
             for conn in server.connections:
                 probe = by_uri.get(conn.uri)
@@ -801,6 +844,9 @@ class AuthDomain:
         )
         if token_rejected and previous_status != ServerStatus.TOKEN_INVALID:
             await self._announce(self.events.token_invalid(server, "Plex answered 401 Unauthorized for the token"))
+            await self.audit.record(
+                "token.invalidated", "server", str(server.id), reason="Plex answered 401 Unauthorized for the token"
+            )
         elif (
             server.status == ServerStatus.ONLINE
             and chosen_conn is not None
@@ -833,6 +879,17 @@ class AuthDomain:
         )
 
     async def get_credentials(self, server_id: str, recheck: bool) -> Credentials:
+        """The server's credentials for a scan; every fetch is audited, a refused one with its reason."""
+        try:
+            return await self._credentials(server_id, recheck)
+        except PlexsyncError as exc:
+            # Domain error messages never carry a secret (plexsync.common.errors).
+            await self.audit.record(
+                "credentials.fetch", "server", server_id, outcome=Outcome.FAILURE, reason=f"{type(exc).__name__}: {exc}"
+            )
+            raise
+
+    async def _credentials(self, server_id: str, recheck: bool) -> Credentials:
         server, token = await self._load_for_use(server_id)
         if server.status == ServerStatus.TOKEN_INVALID:
             raise self._token_invalid_error(server)
@@ -854,7 +911,10 @@ class AuthDomain:
                 )
             else:
                 kind = next((c.kind for c in server.connections if c.uri == server.preferred_uri), "")
-                return Credentials(server.preferred_uri, token, self.client_identifier, server.machine_identifier, kind)
+                return await self._handed_out(
+                    server.id,
+                    Credentials(server.preferred_uri, token, self.client_identifier, server.machine_identifier, kind),
+                )
         result = await self.check_server(server_id)
         if result.server.status == ServerStatus.TOKEN_INVALID:
             raise self._token_invalid_error(result.server)
@@ -864,6 +924,39 @@ class AuthDomain:
                 f"connection(s) [{self._unreachable_summary([_probe_of(c) for c in result.probes])}]; check that "
                 "Plex is running and reachable from this host, or run DiscoverServers if its addresses changed"
             )
-        return Credentials(
-            result.chosen.uri, token, self.client_identifier, server.machine_identifier, result.chosen.kind
+        return await self._handed_out(
+            server.id,
+            Credentials(
+                result.chosen.uri, token, self.client_identifier, server.machine_identifier, result.chosen.kind
+            ),
         )
+
+    async def _handed_out(self, server_id: uuid.UUID, creds: Credentials) -> Credentials:
+        """Audit a credential fetch before the token leaves (who fetched which server's; never the token)."""
+        await self.audit.record(
+            "credentials.fetch",
+            "server",
+            str(server_id),
+            after={
+                "machine_identifier": creds.machine_identifier,
+                "base_url": safe_url(creds.base_url),
+                "connection_kind": creds.kind,
+            },
+        )
+        return creds
+
+
+def _server_audit(server: Server) -> dict[str, Any]:
+    """What the audit log keeps of a server: identity and addresses, never its token."""
+    return {
+        "id": str(server.id),
+        "name": server.name,
+        "machine_identifier": server.machine_identifier,
+        "source": server.source,
+        "status": server.status,
+        "preferred_uri": safe_url(server.preferred_uri) if server.preferred_uri else "",
+    }
+
+
+def _account_audit(account: Account) -> dict[str, Any]:
+    return {"id": str(account.id), "plex_uuid": account.plex_uuid, "username": account.username}

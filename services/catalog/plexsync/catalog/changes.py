@@ -271,7 +271,7 @@ class ChangeLog:
             if library_id is not None:
                 await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
                 if await cur.fetchone() is None:
-                    raise NotFoundError("library", str(library_id))
+                    raise NotFoundError("library", str(library_id), resource_type="plexsync.v1.Library")
             await cur.execute("SELECT pruned_through, (SELECT max(seq) FROM item_changes) FROM change_feed")
             row = await cur.fetchone()
         assert row is not None

@@ -39,6 +39,8 @@ WRITABLE_STATES = frozenset(
     {common_pb2.ITEM_STATE_NORMAL, common_pb2.ITEM_STATE_REMOTE_ONLY, common_pb2.ITEM_STATE_UNAVAILABLE}
 )
 PART_STATES = frozenset({common_pb2.ITEM_STATE_UNSPECIFIED, *WRITABLE_STATES})
+# A scan writes an item its library's sync rules leave out (decided on full metadata) as EXCLUDED.
+ITEM_STATES = frozenset({*WRITABLE_STATES, common_pb2.ITEM_STATE_EXCLUDED})
 CREDIT_ROLES = frozenset(v for v in common_pb2.CreditRole.values() if v)
 ARTWORK_KINDS = frozenset(v for v in common_pb2.ArtworkKind.values() if v)
 STREAM_KINDS = frozenset(v for v in common_pb2.StreamKind.values() if v)
@@ -172,11 +174,11 @@ def prepare_batch(request: catalog_pb2.WriteItemsRequest, max_items: int) -> lis
         if item.library_id and item.library_id != library_id:
             violations.append(FieldViolation(f"items[{i}].library_id", "must be empty or equal to library_id"))
         state = item.state or common_pb2.ITEM_STATE_NORMAL
-        if state not in WRITABLE_STATES:
+        if state not in ITEM_STATES:
             violations.append(
                 FieldViolation(
                     f"items[{i}].state",
-                    "must be NORMAL, REMOTE_ONLY or UNAVAILABLE (FILE_NOT_FOUND is set by FinishScan)"
+                    "must be NORMAL, REMOTE_ONLY, UNAVAILABLE or EXCLUDED (FILE_NOT_FOUND is set by FinishScan)"
                     if state == common_pb2.ITEM_STATE_FILE_NOT_FOUND
                     else f"unknown item state {state}",
                 )
@@ -191,6 +193,11 @@ def prepare_batch(request: catalog_pb2.WriteItemsRequest, max_items: int) -> lis
     for j, key in enumerate(request.seen_rating_keys):
         if not key or len(key) > MAX_KEY or "\x00" in key:
             violations.append(FieldViolation(f"seen_rating_keys[{j}]", f"must be 1 to {MAX_KEY} characters"))
+    if len(request.excluded_rating_keys) > MAX_SEEN:
+        violations.append(FieldViolation("excluded_rating_keys", f"at most {MAX_SEEN} per batch"))
+    for j, key in enumerate(request.excluded_rating_keys):
+        if not key or len(key) > MAX_KEY or "\x00" in key:
+            violations.append(FieldViolation(f"excluded_rating_keys[{j}]", f"must be 1 to {MAX_KEY} characters"))
     if violations:
         raise InvalidArgumentError(violations)
     return out

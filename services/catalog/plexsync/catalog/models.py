@@ -13,7 +13,9 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
+from plexsync.common.audit_schema import AuditColumns
 from plexsync.common.db import schema_metadata
+from plexsync.common.outbox import OutboxColumns
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -97,6 +99,8 @@ class Library(Base):
     refresh_interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     remote_streaming_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     realtime_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    # The canonical sync-rule expression ("" = sync everything).
+    sync_rule: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     plex_uuid: Mapped[str] = _txt()
     agent: Mapped[str] = _txt()
     language: Mapped[str] = _txt()
@@ -426,3 +430,11 @@ class ChangeFeed(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     token_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     pruned_through: Mapped[int] = _int(big=True)
+
+
+class OutboxRow(OutboxColumns, Base):
+    """Audit events waiting to be published to NATS (plexsync.common.outbox), in id order."""
+
+
+class AuditRow(AuditColumns, Base):
+    """Who changed or was refused what (plexsync.common.audit); written and read as SQL by AuditLog."""

@@ -11,11 +11,13 @@ from typing import Any
 
 import psycopg
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from plexsync.catalog import ingest
 from plexsync.catalog.store import Store
-from plexsync.common import pagination
-from plexsync.common.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from plexsync.common import pagination, rule_syntax
+from plexsync.common.audit import NO_AUDIT, AuditRecorder
+from plexsync.common.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError, NotFoundError
 from plexsync.v1 import catalog_pb2, common_pb2
 
 FNF = common_pb2.ITEM_STATE_FILE_NOT_FOUND
@@ -52,7 +54,7 @@ def _opt(**fields: Any) -> dict[str, Any]:
 _LIBRARY_SELECT = (
     "SELECT l.id, ms.server_id, l.plex_key, l.name, l.kind, l.sync_enabled, l.refresh_interval_seconds, "
     "l.remote_streaming_enabled, l.plex_uuid, l.agent, l.language, l.locations, l.removed, l.last_scan_at, "
-    "l.last_deep_scan_at, l.created_at, l.updated_at, l.realtime_enabled "
+    "l.last_deep_scan_at, l.created_at, l.updated_at, l.realtime_enabled, l.sync_rule "
     "FROM libraries l JOIN media_sources ms ON ms.id = l.media_source_id"
 )
 
@@ -73,6 +75,7 @@ def _library(row: Sequence[Any]) -> common_pb2.Library:
         locations=row[11],
         removed=row[12],
         realtime_enabled=row[17],
+        sync_rules=_sync_rules(row[18]),
         **_opt(
             last_scan_time=_ts(row[13]),
             last_deep_scan_time=_ts(row[14]),
@@ -80,6 +83,12 @@ def _library(row: Sequence[Any]) -> common_pb2.Library:
             update_time=_ts(row[16]),
         ),
     )
+
+
+def _sync_rules(expression: str) -> common_pb2.SyncRules:
+    node = rule_syntax.parse(expression)  # stored canonical, so it parses
+    rule = rule_syntax.to_proto(node) if node is not None else None
+    return common_pb2.SyncRules(expression=expression, rule=rule)
 
 
 def _server_id(value: str, field: str = "server_id") -> str:
@@ -104,8 +113,9 @@ def _normalise_path(path: str) -> str:
 
 
 class Repository:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, audit: AuditRecorder = NO_AUDIT) -> None:
         self.store = store
+        self.audit = audit
 
     # ------------------------------------------------------------------------------------------ libraries
 
@@ -113,7 +123,7 @@ class Repository:
         await cur.execute(_LIBRARY_SELECT + " WHERE l.id = %s", (library_id,))
         row = await cur.fetchone()
         if row is None:
-            raise NotFoundError("library", str(library_id))
+            raise NotFoundError("library", str(library_id), resource_type="plexsync.v1.Library")
         return _library(row)
 
     async def get_library(self, library_id: str) -> common_pb2.Library:
@@ -148,6 +158,11 @@ class Repository:
         self, req: catalog_pb2.RegisterLibrariesRequest
     ) -> catalog_pb2.RegisterLibrariesResponse:
         server_id = _server_id(req.server_id)
+        if not req.sections and not req.confirmed_empty:
+            raise FailedPreconditionError(
+                "no sections sent: that would mark every library of the server removed; send the server's sections, "
+                "or set confirmed_empty after Plex confirmed it has none"
+            )
         violations: list[FieldViolation] = []
         if len(req.server_name) > ingest.MAX_TITLE:
             violations.append(FieldViolation("server_name", f"must be at most {ingest.MAX_TITLE} characters"))
@@ -179,6 +194,7 @@ class Repository:
         if violations:
             raise InvalidArgumentError(violations)
         added = updated = removed = 0
+        changed: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
         async with self.store.cursor() as cur:
             await cur.execute(
                 "INSERT INTO media_sources (server_id, name) VALUES (%s, %s) ON CONFLICT (server_id) DO UPDATE "
@@ -205,6 +221,7 @@ class Repository:
                         (ingest.uuid7(), source_id, s.plex_key, *values),
                     )
                     added += 1
+                    changed["added"].append(s.name)
                 elif tuple(old[2:8]) != values or old[8]:
                     await cur.execute(
                         "UPDATE libraries SET name = %s, kind = %s, plex_uuid = %s, agent = %s, language = %s, "
@@ -212,12 +229,16 @@ class Repository:
                         (*values, old[1]),
                     )
                     updated += 1
+                    changed["updated"].append(s.name)
             gone = [r[1] for key, r in existing.items() if key not in keys and not r[8]]
             if gone:
                 await cur.execute("UPDATE libraries SET removed = true, updated_at = now() WHERE id = ANY(%s)", (gone,))
                 removed = len(gone)
+                changed["removed"] = [r[2] for key, r in existing.items() if key not in keys and not r[8]]
             await cur.execute(_LIBRARY_SELECT + " WHERE l.media_source_id = %s ORDER BY l.id", (source_id,))
             libraries = [_library(r) for r in await cur.fetchall()]
+        if added or updated or removed:
+            await self.audit.record("libraries.register", "server", str(server_id), after=changed)
         return catalog_pb2.RegisterLibrariesResponse(libraries=libraries, added=added, updated=updated, removed=removed)
 
     async def update_library(self, req: catalog_pb2.UpdateLibraryRequest) -> common_pb2.Library:
@@ -261,12 +282,53 @@ class Repository:
         if violations:
             raise InvalidArgumentError(violations)
         async with self.store.cursor() as cur:
+            before = await self._library_row(cur, lid)
             await cur.execute(
                 "UPDATE libraries SET " + ", ".join(sets) + ", updated_at = now() WHERE id = %s", (*params, lid)
             )
             if cur.rowcount == 0:
-                raise NotFoundError("library", str(lid))
-            return await self._library_row(cur, lid)
+                raise NotFoundError("library", str(lid), resource_type="plexsync.v1.Library")
+            after = await self._library_row(cur, lid)
+        await self.audit.record(
+            "library.update",
+            "library",
+            str(lid),
+            before=_library_audit(before, paths),
+            after=_library_audit(after, paths),
+        )
+        return after
+
+    async def set_library_rules(self, req: catalog_pb2.SetLibraryRulesRequest) -> common_pb2.Library:
+        """Validate the rule (text or structured) and store its canonical text with the library."""
+        lid = ingest.parse_uuid(req.library_id, "library_id")
+        assert lid is not None
+        if req.expression and req.HasField("rule"):
+            raise InvalidArgumentError.single("rule", "set expression or rule, not both")
+        try:
+            node = rule_syntax.from_proto(req.rule) if req.HasField("rule") else rule_syntax.parse(req.expression)
+        except rule_syntax.RuleSyntaxError as exc:
+            if req.HasField("rule"):  # the message names the offending part of the tree
+                raise InvalidArgumentError.single("rule", exc.reason) from None
+            raise InvalidArgumentError.single("expression", str(exc)) from None
+        expression = rule_syntax.render(node) if node is not None else ""
+        async with self.store.cursor() as cur:
+            before = await self._library_row(cur, lid)
+            if expression and before.kind == common_pb2.LIBRARY_KIND_SHOWS:
+                raise FailedPreconditionError(
+                    f"library {before.name!r} is a show library; sync rules apply to movie and other-video libraries"
+                )
+            await cur.execute(
+                "UPDATE libraries SET sync_rule = %s, updated_at = now() WHERE id = %s", (expression, lid)
+            )
+            after = await self._library_row(cur, lid)
+        await self.audit.record(
+            "library.set_rules",
+            "library",
+            str(lid),
+            before={"expression": before.sync_rules.expression},
+            after={"expression": expression},
+        )
+        return after
 
     # -------------------------------------------------------------------------------------- path rules
 
@@ -279,6 +341,7 @@ class Repository:
                 server_id,
                 "the catalog learns a server when its libraries are registered; run ScannerService.SyncServer "
                 "(`plexsync servers sync SERVER_ID`) first",
+                resource_type="plexsync.v1.Server",
             )
         source_id: uuid.UUID = row[0]
         return source_id
@@ -314,6 +377,11 @@ class Repository:
             raise InvalidArgumentError(violations)
         async with self.store.cursor() as cur:
             source_id = await self._source_id(cur, server_id)
+            await cur.execute(
+                "SELECT plex_path, local_path FROM path_replacements WHERE media_source_id = %s ORDER BY position",
+                (source_id,),
+            )
+            before = [{"plex_path": r[0], "local_path": r[1]} for r in await cur.fetchall()]
             await cur.execute("DELETE FROM path_replacements WHERE media_source_id = %s", (source_id,))
             if req.rules:
                 await cur.executemany(
@@ -321,7 +389,15 @@ class Repository:
                     "VALUES (%s, %s, %s, %s)",
                     [(source_id, i, r.plex_path, r.local_path) for i, r in enumerate(req.rules)],
                 )
-        return [common_pb2.PathReplacement(plex_path=r.plex_path, local_path=r.local_path) for r in req.rules]
+        rules = [common_pb2.PathReplacement(plex_path=r.plex_path, local_path=r.local_path) for r in req.rules]
+        await self.audit.record(
+            "path_rules.set",
+            "server",
+            str(server_id),
+            before={"rules": before},
+            after={"rules": [MessageToDict(r, preserving_proto_field_name=True) for r in rules]},
+        )
+        return rules
 
     async def list_path_replacements(
         self, req: catalog_pb2.ListPathReplacementsRequest
@@ -380,7 +456,7 @@ class Repository:
         async with self.store.cursor() as cur:
             items = await self._load_items(cur, "i.id = %s", [iid], full=True)
         if not items:
-            raise NotFoundError("item", str(iid))
+            raise NotFoundError("item", str(iid), resource_type="plexsync.v1.Item")
         return items[0]
 
     async def list_items(self, req: catalog_pb2.ListItemsRequest) -> catalog_pb2.ListItemsResponse:
@@ -406,7 +482,7 @@ class Repository:
             if pid is not None:
                 await cur.execute("SELECT 1 FROM items WHERE id = %s", (pid,))
                 if await cur.fetchone() is None:
-                    raise NotFoundError("item", str(pid))
+                    raise NotFoundError("item", str(pid), resource_type="plexsync.v1.Item")
                 where.append("i.parent_id = %s")
                 params.append(pid)
             if req.kind:
@@ -749,3 +825,10 @@ def _token_int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < -1:
         raise InvalidArgumentError.single("page_token", "is not a token returned by this method")
     return value
+
+
+def _library_audit(library: common_pb2.Library, paths: list[str]) -> dict[str, Any]:
+    """The library's identity and the fields an update named, as the audit log keeps them."""
+    fields = MessageToDict(library, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    kept = {"id", "name", "server_id", *paths}
+    return {k: v for k, v in fields.items() if k in kept}

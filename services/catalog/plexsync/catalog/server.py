@@ -46,6 +46,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.UpdateLibraryResponse:
         return catalog_pb2.UpdateLibraryResponse(library=await self.repo.update_library(request))
 
+    async def SetLibraryRules(
+        self, request: catalog_pb2.SetLibraryRulesRequest, context: Context
+    ) -> catalog_pb2.SetLibraryRulesResponse:
+        return catalog_pb2.SetLibraryRulesResponse(library=await self.repo.set_library_rules(request))
+
     async def SetPathReplacements(
         self, request: catalog_pb2.SetPathReplacementsRequest, context: Context
     ) -> catalog_pb2.SetPathReplacementsResponse:

@@ -119,6 +119,13 @@ _RESTORE_MISSING = (
     "WHERE library_id = %s AND rating_key = ANY(%s::text[]) AND missing_since IS NOT NULL "
     "RETURNING id, rating_key, kind, state, title"
 )
+# Items a scan saw but its library's sync rules leave out (decided on the listing): EXCLUDED, not rewritten.
+_MARK_EXCLUDED = (
+    f"UPDATE items SET state = {common_pb2.ITEM_STATE_EXCLUDED}, missing_since = NULL, updated_at = now(), "
+    "last_seen_at = now() WHERE library_id = %s AND rating_key = ANY(%s::text[]) "
+    f"AND (state <> {common_pb2.ITEM_STATE_EXCLUDED} OR missing_since IS NOT NULL) "
+    "RETURNING id, rating_key, kind, state, title"
+)
 # What marks an item FILE_NOT_FOUND (FinishScan and MarkItemsMissing); RETURNING rows for the change log.
 _MARK_MISSING_SET = "missing_since = now(), updated_at = now()"
 _MISSING_RETURNING = "RETURNING i.id, i.rating_key, i.kind, i.state, i.title"
@@ -199,7 +206,13 @@ class Prepared:
     @cached_property
     def keys(self) -> frozenset[str]:
         """The rating keys this batch writes or marks as seen."""
-        return frozenset([*(inc.item.rating_key for inc in self.incoming), *self.request.seen_rating_keys])
+        return frozenset(
+            [
+                *(inc.item.rating_key for inc in self.incoming),
+                *self.request.seen_rating_keys,
+                *self.request.excluded_rating_keys,
+            ]
+        )
 
 
 @dataclass
@@ -672,8 +685,14 @@ class Writer:
                 logged.add_rows(back, changes.RESTORED)
                 result.restored += len(back)
                 result.unchanged += existing - len(back)
+            if request.excluded_rating_keys:
+                excluded = list(request.excluded_rating_keys)
+                await cur.execute(_MARK_EXCLUDED, (library_id, excluded))
+                logged.add_rows(await cur.fetchall(), changes.UPDATED)
             if scan_id is not None:
-                result.seen_rows += await self._record_seen(cur, scan_id, SEEN_ITEM, [*keys, *request.seen_rating_keys])
+                result.seen_rows += await self._record_seen(
+                    cur, scan_id, SEEN_ITEM, [*keys, *request.seen_rating_keys, *request.excluded_rating_keys]
+                )
                 if collections:
                     result.seen_rows += await self._record_seen(
                         cur, scan_id, SEEN_COLLECTION, [c.message.rating_key for c in collections]
@@ -707,7 +726,7 @@ class Writer:
             )
         await cur.execute("SELECT 1 FROM libraries WHERE id = %s", (library_id,))
         if await cur.fetchone() is None:
-            raise NotFoundError("library", str(library_id))
+            raise NotFoundError("library", str(library_id), resource_type="plexsync.v1.Library")
 
     async def _attach_scan(self, cur: psycopg.AsyncCursor[Any], scan_id: uuid.UUID, library_id: uuid.UUID) -> None:
         await cur.execute(

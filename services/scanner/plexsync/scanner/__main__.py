@@ -8,18 +8,21 @@ import gc
 import logging
 import sys
 
+from plexsync.common.audit import AuditLog
+from plexsync.common.audit_server import MethodInterceptor, add_audit_service
 from plexsync.common.clients import peer_channel
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import create_engine, wait_for_database
 from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
+from plexsync.common.migrations import SchemaBehindError
 from plexsync.common.outbox import OutboxRelay
 from plexsync.common.readiness import database_check
 from plexsync.scanner.events import EventPublisher
 from plexsync.scanner.jobs import JobRunner
 from plexsync.scanner.manager import ScanManager
-from plexsync.scanner.migrate import migrate
+from plexsync.scanner.migrate import MIGRATIONS, migrate
 from plexsync.scanner.peers import GrpcCatalog, GrpcCredentials, GrpcScheduler
 from plexsync.scanner.realtime.leases import Lease, WatchLeases
 from plexsync.scanner.realtime.supervisor import WatchSupervisor
@@ -48,16 +51,18 @@ async def serve(settings: ScannerSettings) -> None:
     leases = WatchLeases(engine, holder=OWNER, ttl_seconds=settings.realtime_lease_seconds)
     relay = OutboxRelay(engine, bus, schema="scanner")
     servicer = ScannerServicer()
-    app = ServiceApp("scanner", settings)
+    audit = AuditLog(engine, "scanner")  # the scanner records refused calls; its changes are the catalog's
+    app = ServiceApp("scanner", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
     app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.ScannerService", scanner_pb2_grpc.add_ScannerServiceServicer_to_server, servicer)
+    add_audit_service(app, audit)
     managers: list[ScanManager] = []
     runners: list[JobRunner] = []
     supervisors: list[WatchSupervisor] = []
 
     async def ready() -> None:
         await wait_for_database(engine)
-        await asyncio.to_thread(migrate, settings.database_url)
+        await asyncio.to_thread(MIGRATIONS.prepare, settings.database_url, settings.migrate_on_start)
         await bus.connect()
         relay.start()
         manager = ScanManager(
@@ -156,7 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         migrate(settings.database_url, args.action, args.revision)
         return
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SchemaBehindError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

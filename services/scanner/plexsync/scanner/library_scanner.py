@@ -62,6 +62,7 @@ from plexsync.scanner.plex_models import (
     total_size,
 )
 from plexsync.scanner.ports import Catalog
+from plexsync.scanner.rules.evaluate import SyncRules
 from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -88,6 +89,7 @@ class Counters:
     missing: int = 0
     restored: int = 0
     fetched: int = 0
+    excluded: int = 0
 
     def to_proto(self) -> common_pb2.ScanCounts:
         return common_pb2.ScanCounts(
@@ -100,6 +102,7 @@ class Counters:
             missing=self.missing,
             restored=self.restored,
             fetched=self.fetched,
+            excluded=self.excluded,
         )
 
     @property
@@ -125,10 +128,11 @@ class EtagMap:
     per-library structure.
     """
 
-    __slots__ = ("_map",)
+    __slots__ = ("_map", "excluded")
 
     def __init__(self) -> None:
         self._map: dict[int | str, bytes | bytearray] = {}
+        self.excluded: set[str] = set()  # rating keys the catalog has as EXCLUDED (sync rules)
 
     @staticmethod
     def _key(rating_key: str) -> int | str:
@@ -144,6 +148,8 @@ class EtagMap:
         return etag.encode()
 
     def put(self, rating_key: str, etag: str, state: int = 0) -> None:
+        if state == common_pb2.ITEM_STATE_EXCLUDED:
+            self.excluded.add(rating_key)
         self._map[self._key(rating_key)] = b"" if state == FILE_NOT_FOUND or not etag else self._digest(etag)
 
     def unchanged(self, rating_key: str, etag: str) -> bool:
@@ -216,6 +222,7 @@ class BatchWriter:
         self._queue: asyncio.Queue[catalog_pb2.WriteItemsRequest | None] = asyncio.Queue()
         self._batch = catalog_pb2.WriteItemsRequest()  # items are built in place here (no copy per item)
         self._seen: list[str] = []
+        self._excluded: list[str] = []
         self._collections: list[common_pb2.Collection] = []
         self._unchanged_seen = 0
         self._sequence = 0
@@ -309,6 +316,14 @@ class BatchWriter:
         if len(self._seen) >= self._seen_cap:
             await self.flush()
 
+    async def add_excluded(self, rating_key: str) -> None:
+        """A catalog item the sync rules now leave out (decided on the listing): marked EXCLUDED, and seen."""
+        if self._on_seen is not None:
+            self._on_seen(rating_key)
+        self._excluded.append(rating_key)
+        if len(self._excluded) >= self._seen_cap:
+            await self.flush()
+
     async def add_collection(self, coll: common_pb2.Collection) -> None:
         self._collections.append(coll)
         if len(self._collections) >= self._batch_size:
@@ -316,7 +331,7 @@ class BatchWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            if not (self._batch.items or self._seen or self._collections):
+            if not (self._batch.items or self._seen or self._collections or self._excluded):
                 return
             self._check_reader()
             acquire = asyncio.ensure_future(self._slots.acquire())
@@ -331,8 +346,9 @@ class BatchWriter:
             req.library_id, req.scan_id, req.sequence = self._library_id, self._scan_id, self._sequence
             req.seen_rating_keys.extend(self._seen)
             req.collections.extend(self._collections)
+            req.excluded_rating_keys.extend(self._excluded)
             self._in_flight[self._sequence] = (len(req.items), self._unchanged_seen, time.monotonic())
-            self._seen, self._collections, self._unchanged_seen = [], [], 0
+            self._seen, self._collections, self._unchanged_seen, self._excluded = [], [], 0, []
             self._batch_keys = {}
             self.last_flush = time.monotonic()
             self._queue.put_nowait(req)
@@ -395,6 +411,9 @@ class LibraryScanner:
     listing_pool: ListingPool | None = None
     # Shared with the PlexClient, which counts the Plex side; this scanner adds the catalog's.
     stats: ScanStats = field(default_factory=ScanStats)
+    # The library's sync rules (compiled from library.sync_rules at the start of `run`); None: keep everything.
+    rules: SyncRules | None = None
+    _undecided: set[str] = field(default_factory=set)  # listed keys only full metadata can decide
     _writer: BatchWriter | None = None
     _etags_loading: asyncio.Task[EtagMap] | None = None
     _fetch_slots: asyncio.Semaphore | None = None
@@ -413,6 +432,8 @@ class LibraryScanner:
         with tracer.start_as_current_span("scan.library") as span:
             span.set_attribute("plexsync.library_id", lib.id)
             span.set_attribute("plexsync.scan_id", self.scan_id)
+            if lib.kind != common_pb2.LIBRARY_KIND_SHOWS:  # (the catalog takes no rules for show libraries)
+                self.rules = SyncRules.compile(lib.sync_rules.expression)
             self.phase = "listing"
             timer = _PhaseTimer()
             # The catalog's ETags load while the first listing page is fetched (`_ensure_etags` before use).
@@ -492,8 +513,16 @@ class LibraryScanner:
                 self.phase = "fetching"
                 # (looked up per page: the catalog's ETags replace the empty map once the first page is in)
                 deep, claim, add_claimed = self.deep, self.etags.claim_unchanged, self.writer.add_claimed
+                excluded, undecided = self.etags.excluded, self._undecided
                 for rating_key, _, title, etag in entries:
-                    if not deep and claim(rating_key, etag):
+                    if excluded and rating_key in excluded:
+                        # EXCLUDED in the catalog: the listing keeps it now (fetch it back), or only the metadata
+                        # decided it last time and neither the entry nor the rule changed (still excluded).
+                        if not deep and rating_key in undecided and claim(rating_key, etag):
+                            self._count_excluded(-1)
+                            await self.writer.add_seen(rating_key)
+                            continue
+                    elif not deep and claim(rating_key, etag):
                         if add_claimed(rating_key):
                             await self.writer.flush()
                         continue
@@ -522,9 +551,10 @@ class LibraryScanner:
 
         async def page(start: int, remote: bool) -> PageDigest:
             async def decode(body: bytes, content_type: str) -> PageDigest:
+                rules, kind = self.rules, self.library.kind
                 if remote and pool is not None:
-                    return await pool.digest(body, content_type, self.states)
-                return digest_page(body, content_type, self.states)
+                    return await pool.digest(body, content_type, self.states, rules, kind)
+                return digest_page(body, content_type, self.states, rules, kind)
 
             digest, headers = await self.plex.get_decoded(path, params, page_headers(start, ps), decode)
             if digest.total_size is None:
@@ -536,7 +566,11 @@ class LibraryScanner:
                 if listed.first(rating_key):
                     await self._broken_entry(rating_key, title, why, path)
             out = [e for e in digest.entries if listed.first(e[0])]
-            listed.check_progress(len(out) + len(digest.broken), start, full=digest.listed >= ps)
+            self._undecided.update(digest.undecided)
+            fresh_excluded = [x for x in digest.excluded if listed.first(x[0])]
+            for rating_key, _, part in fresh_excluded:
+                await self._exclude_listed(rating_key, part)
+            listed.check_progress(len(out) + len(digest.broken) + len(fresh_excluded), start, full=digest.listed >= ps)
             return out
 
         first = await page(0, False)
@@ -566,6 +600,31 @@ class LibraryScanner:
             for _, task in ahead:
                 task.cancel()
             listed.report()
+
+    def _count_excluded(self, part: int) -> None:
+        """One more excluded item, counted under the rule part that excluded it (-1: decided by an earlier scan)."""
+        self.counters.excluded += 1
+        assert self.rules is not None
+        name = self.rules.names[part] if part >= 0 else "(unchanged since an earlier scan excluded it)"
+        self.stats.excluded_by_rule[name] = self.stats.excluded_by_rule.get(name, 0) + 1
+
+    async def _exclude_listed(self, rating_key: str, part: int) -> None:
+        """A listed item the rules leave out: no metadata request; the catalog marks its row EXCLUDED, if it has one."""
+        self._count_excluded(part)
+        self.counters.seen += 1
+        if rating_key in self.etags.excluded:
+            await self.writer.add_seen(rating_key)
+        elif rating_key in self.etags:
+            await self.writer.add_excluded(rating_key)
+
+    def _metadata_excludes(self, meta: PlexMetadata) -> bool:
+        """For an item the listing could not decide: whether its full metadata excludes it (counted if so)."""
+        if self.rules is None or meta.rating_key not in self._undecided:
+            return False
+        keep, part = self.rules.metadata_verdict(meta, self.states, self.library.kind)
+        if not keep:
+            self._count_excluded(part)
+        return not keep
 
     async def _broken_entry(self, rating_key: str, title: str, why: str, path: str) -> None:
         """A listing entry that cannot be read: skipped, counted, reported; seen if the catalog has it."""
@@ -620,7 +679,7 @@ class LibraryScanner:
                 failed.add(p.rating_key)
                 continue
             try:
-                self.writer.build_item(self._converter(meta, p.etag))
+                self.writer.build_item(self._converter(meta, p.etag, excluded=self._metadata_excludes(meta)))
             except Exception as exc:  # a malformed entry must not stop the scan
                 log.warning("could not convert Plex item", extra={"rating_key": p.rating_key}, exc_info=True)
                 await self._item_failed(p, f"could not read Plex's metadata: {exc}", 0)
@@ -629,10 +688,15 @@ class LibraryScanner:
             await self.writer.flush_if_full()
         return failed
 
-    def _converter(self, meta: PlexMetadata, etag: str) -> Callable[[Callable[..., common_pb2.Item]], common_pb2.Item]:
+    def _converter(
+        self, meta: PlexMetadata, etag: str, *, excluded: bool = False
+    ) -> Callable[[Callable[..., common_pb2.Item]], common_pb2.Item]:
         def build(new: Callable[..., common_pb2.Item]) -> common_pb2.Item:
             lib = self.library
-            return to_item(meta, library_id=lib.id, library_kind=lib.kind, etag=etag, states=self.states, new=new)
+            item = to_item(meta, library_id=lib.id, library_kind=lib.kind, etag=etag, states=self.states, new=new)
+            if excluded:  # left out by a rule only full metadata decides: kept EXCLUDED, under its ETag
+                item.state = common_pb2.ITEM_STATE_EXCLUDED
+            return item
 
         return build
 
@@ -862,6 +926,11 @@ class LibraryScanner:
                 log.warning("could not convert Plex item", extra={"rating_key": meta.rating_key}, exc_info=True)
                 await self._item_failed(_Pending(meta.rating_key, "", meta.title), f"could not read: {exc}", 0)
                 continue
+            if self.rules is not None:  # no listing said anything about it: the rules decide on its metadata
+                keep, part = self.rules.metadata_verdict(meta, self.states, self.library.kind)
+                if not keep:
+                    self._count_excluded(part)
+                    item.state = common_pb2.ITEM_STATE_EXCLUDED
             self.counters.fetched += 1
             await self.writer.add_item(item)
 

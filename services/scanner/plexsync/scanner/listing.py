@@ -33,6 +33,7 @@ from plexsync.scanner.plex_models import (
     read_opt_int,
     read_str,
 )
+from plexsync.scanner.rules.evaluate import SyncRules
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +52,38 @@ class PageDigest:
     entries: list[Entry]
     broken: list[Entry] = field(default_factory=list)
     listed: int = 0  # entries on the page, broken ones included (a short page ends a listing)
+    # With sync rules: entries the listing excludes, as (rating key, title, index of the rule part), not in
+    # ``entries``; and the rating keys of entries it cannot decide (their ETag is bound to the rule too).
+    excluded: list[tuple[str, str, int]] = field(default_factory=list)
+    undecided: list[str] = field(default_factory=list)
 
 
-def digest_page(body: bytes, content_type: str, states: FileStates) -> PageDigest:
+def digest_page(
+    body: bytes, content_type: str, states: FileStates, rules: SyncRules | None = None, library_kind: int = 0
+) -> PageDigest:
     """Decode a listing page and compute every entry's ETag (raises `PlexParseError` on a broken body; an entry
-    that cannot be read goes to ``broken``, the others are unaffected)."""
+    that cannot be read goes to ``broken``, the others are unaffected). With ``rules``, each entry is also checked
+    against them here, before any metadata request (see `SyncRules.listing_verdict`)."""
     container = parse_container(body, content_type)
     entries: list[Entry] = []
     broken: list[Entry] = []
+    excluded: list[tuple[str, str, int]] = []
+    undecided: list[str] = []
     raw = read_list(container, "Metadata")
     for e in raw:
         try:
             check_entry(e)
-            entries.append(
-                (
-                    read_str(e, "ratingKey"),
-                    read_str(e, "parentRatingKey"),
-                    read_str(e, "title"),
-                    raw_item_etag(e, local=raw_local_signature(e, states)),
-                )
-            )
+            rating_key = read_str(e, "ratingKey")
+            etag = raw_item_etag(e, local=raw_local_signature(e, states))
+            if rules is not None:
+                keep, part = rules.listing_verdict(e, states, library_kind)
+                if keep is False:
+                    excluded.append((rating_key, read_str(e, "title"), part))
+                    continue
+                if keep is None:
+                    undecided.append(rating_key)
+                    etag = rules.undecided_etag(etag)
+            entries.append((rating_key, read_str(e, "parentRatingKey"), read_str(e, "title"), etag))
         except PlexParseError as exc:
             title = e.get("title")
             broken.append((entry_key(e), "", title[:200] if isinstance(title, str) else "", str(exc)))
@@ -78,7 +91,7 @@ def digest_page(body: bytes, content_type: str, states: FileStates) -> PageDiges
         total, offset = plausible_total(read_opt_int(container, "totalSize")), read_int(container, "offset")
     except PlexParseError:
         total, offset = None, 0
-    return PageDigest(total, offset, entries, broken, len(raw))
+    return PageDigest(total, offset, entries, broken, len(raw), excluded, undecided)
 
 
 @functools.lru_cache(maxsize=16)
@@ -87,9 +100,14 @@ def _states(rules: tuple[tuple[str, str], ...], remote_streaming: bool) -> FileS
 
 
 def _digest_in_worker(
-    body: bytes, content_type: str, rules: tuple[tuple[str, str], ...], remote_streaming: bool
+    body: bytes,
+    content_type: str,
+    rules: tuple[tuple[str, str], ...],
+    remote_streaming: bool,
+    sync_rules: SyncRules | None,
+    library_kind: int,
 ) -> PageDigest:
-    return digest_page(body, content_type, _states(rules, remote_streaming))
+    return digest_page(body, content_type, _states(rules, remote_streaming), sync_rules, library_kind)
 
 
 def _warm_up() -> None:
@@ -118,16 +136,30 @@ class ListingPool:
     def usable(self, states: FileStates) -> bool:
         return self._pool is not None and states.portable
 
-    async def digest(self, body: bytes, content_type: str, states: FileStates) -> PageDigest:
+    async def digest(
+        self,
+        body: bytes,
+        content_type: str,
+        states: FileStates,
+        sync_rules: SyncRules | None = None,
+        library_kind: int = 0,
+    ) -> PageDigest:
         pool = self._pool
         if pool is not None and states.portable:
             rules = tuple(states.mapper.rules)
             try:
                 return await asyncio.get_running_loop().run_in_executor(
-                    pool, _digest_in_worker, body, content_type, rules, states.remote_streaming
+                    pool,
+                    _digest_in_worker,
+                    body,
+                    content_type,
+                    rules,
+                    states.remote_streaming,
+                    sync_rules,
+                    library_kind,
                 )
             except BrokenProcessPool:
                 log.warning("listing worker broke; starting a new one")
                 self._pool = None
                 await self.start()
-        return digest_page(body, content_type, states)
+        return digest_page(body, content_type, states, sync_rules, library_kind)

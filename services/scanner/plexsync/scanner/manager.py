@@ -69,7 +69,7 @@ def _record_outcome(
     kind = common_pb2.LibraryKind.Name(library.kind).removeprefix("LIBRARY_KIND_").lower()
     span.set_attribute("plexsync.scan.outcome", outcome)
     span.set_attribute("plexsync.library.kind", kind)
-    for name in ("seen", "total", "added", "updated", "unchanged", "failed", "missing", "fetched"):
+    for name in ("seen", "total", "added", "updated", "unchanged", "failed", "missing", "fetched", "excluded"):
         span.set_attribute(f"plexsync.items.{name}", int(getattr(counts, name)))
     if status != common_pb2.SCAN_STATUS_COMPLETED:
         span.set_status(Status(StatusCode.ERROR, error[:200]))
@@ -223,25 +223,35 @@ class ScanManager:
             await self.listing_pool.close()
 
     # ------------------------------------------------------------------ SyncServer
+    @staticmethod
+    async def _sections(plex: PlexClient, name: str) -> list[PlexSection]:
+        try:
+            return list(await plex.sections())
+        except PlexUnauthorizedError as exc:
+            raise UnavailableError(
+                f"Plex server {name!r} refused its token (401); log in again or re-add the server"
+            ) from exc
+        except PlexError as exc:
+            raise UnavailableError(f"Plex server {name!r} could not list its libraries: {exc}") from exc
+
     async def sync_server(self, server_id: str) -> catalog_pb2.RegisterLibrariesResponse:
         if not server_id:
             raise InvalidArgumentError.single("server_id", "is required")
         creds = await self.credentials.credentials(server_id)
         name = await self.credentials.server_name(server_id)
         async with self.plex_client(creds, server_id) as plex:
-            try:
-                sections = await plex.sections()
-            except PlexUnauthorizedError as exc:
-                raise UnavailableError(
-                    f"Plex server {name!r} refused its token (401); log in again or re-add the server"
-                ) from exc
-            except PlexError as exc:
-                raise UnavailableError(f"Plex server {name!r} could not list its libraries: {exc}") from exc
-        request = catalog_pb2.RegisterLibrariesRequest(server_id=server_id, server_name=name)
+            sections = [
+                s for s in await self._sections(plex, name) if section_kind(s) != common_pb2.LIBRARY_KIND_UNSPECIFIED
+            ]
+            # An empty answer would remove every library of the server from the catalog: ask once more first.
+            confirmed_empty = not sections and not [
+                s for s in await self._sections(plex, name) if section_kind(s) != common_pb2.LIBRARY_KIND_UNSPECIFIED
+            ]
+        request = catalog_pb2.RegisterLibrariesRequest(
+            server_id=server_id, server_name=name, confirmed_empty=confirmed_empty
+        )
         for s in sections:
             kind = section_kind(s)
-            if kind == common_pb2.LIBRARY_KIND_UNSPECIFIED:
-                continue
             request.sections.append(
                 catalog_pb2.LibrarySection(
                     plex_key=s.key,
@@ -476,7 +486,7 @@ class ScanManager:
         sid = self.parse_id(scan_id)
         row = await self.repository.get(sid)
         if row is None:
-            raise NotFoundError("scan", scan_id)
+            raise NotFoundError("scan", scan_id, resource_type="plexsync.v1.Scan")
         scan = to_proto(row)
         rs = self.running.get(sid)
         if rs is not None:

@@ -73,18 +73,28 @@ class PathMapper:
         """The local path for a Plex path (unchanged when no rule matches)."""
         if not path or not self._rules:
             return path
+        found = self._match(path)
+        if found is None:
+            return path
+        rule, rest = found
+        return _join(rule.local, rest.replace("\\", "/").lstrip("/"))
+
+    def rule_for(self, path: str) -> tuple[str, str] | None:
+        """The rule ``map`` applies to a path (``(plex, local)`` as given), or None: for diagnostics."""
+        found = self._match(path) if path else None
+        return (found[0].plex, found[0].local) if found is not None else None
+
+    def _match(self, path: str) -> tuple[_Rule, str] | None:
+        """The longest matching rule and the rest of the path after its prefix."""
         for rule in self._rules:
             norm = _norm(path, rule.windows)
             if rule.key == "":
                 if not norm.startswith("/"):
                     continue
-                rest = path[1:]
-            elif norm == rule.key or norm.startswith(rule.key + "/"):
-                rest = path[len(rule.key) :]
-            else:
-                continue
-            return _join(rule.local, rest.replace("\\", "/").lstrip("/"))
-        return path
+                return rule, path[1:]
+            if norm == rule.key or norm.startswith(rule.key + "/"):
+                return rule, path[len(rule.key) :]
+        return None
 
 
 def _join(local: str, rest: str) -> str:

@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 import grpc
 from plexsync.common.clients import all_pages
-from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
+from plexsync.common.grpc_errors import error_info, relayed_not_found, retry_delay
 from plexsync.scanner.manager import PeerError
 from plexsync.scanner.plex_client import PlexCredentials
 from plexsync.v1 import (
@@ -30,13 +31,14 @@ def _translate(service: str, exc: grpc.aio.AioRpcError) -> Exception:
     code = exc.code()
     details = exc.details() or ""
     if code == grpc.StatusCode.NOT_FOUND:
-        err = NotFoundError(service, "")
-        err.args = (details,)
-        return err
+        return relayed_not_found(service, exc)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPreconditionError(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgumentError.single("request", f"{service}: {details}")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and error_info(exc) is not None:
+        # The peer answered: what is unavailable is what it needs (auth: the Plex server), not the peer.
+        return UnavailableError(f"{service} reports: {details}", retry_after=retry_delay(exc) or 1.0)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return UnavailableError(f"{service} is unavailable: {details}")
     return PeerError(service, code.name, details)

@@ -98,6 +98,11 @@ class PlexUnavailableError(PlexError):
     """Plex stayed unreachable or failing (timeouts, dropped connections, 5xx, 429) after every retry."""
 
 
+class PlexCertificateError(PlexError):
+    """Plex's TLS certificate could not be verified (untrusted, expired, not for this name): not retried, since
+    asking again cannot fix it, and never silently accepted."""
+
+
 class PlexMalformedError(PlexError):
     """Plex answered something that is not a usable answer (does not parse, too large, a listing that does not
     advance), and asking again did not help."""
@@ -289,6 +294,12 @@ class PlexClient:
                 except httpx.TimeoutException:
                     raise _Retryable("timed out") from None
                 except httpx.TransportError as exc:
+                    reason = certificate_failure(exc)
+                    if reason is not None:
+                        raise PlexCertificateError(
+                            f"Plex at {_host(self.base_url)}: the TLS certificate could not be verified ({reason})",
+                            path=path,
+                        ) from None
                     raise _Retryable(f"connection failed ({type(exc).__name__})") from None
                 received = len(body)
                 if status == 200:
@@ -433,6 +444,25 @@ def listed_total(container: Raw, headers: httpx.Headers) -> int | None:
 
 async def _parse(body: bytes, content_type: str) -> dict[str, Any]:
     return parse_container(body, content_type)
+
+
+def certificate_failure(exc: BaseException) -> str | None:
+    """Why certificate verification failed (OpenSSL's short reason: "unable to get local issuer certificate",
+    "certificate has expired", "Hostname mismatch, ..."), when that is what `exc` comes from; else None."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return None
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or "certificate verify failed")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _host(url: str) -> str:
+    """scheme://host:port of a base URL (what a message may name)."""
+    u = httpx.URL(url)
+    return f"{u.scheme}://{u.host}:{u.port}" if u.port else f"{u.scheme}://{u.host}"
 
 
 @functools.cache

@@ -9,8 +9,10 @@ from typing import Any, TypeAlias
 
 from plexsync.common.errors import InvalidArgumentError, UnavailableError, parse_uuid
 from plexsync.common.pagination import decode_token, encode_token, filters_fingerprint, page_size
+from plexsync.scanner.diagnostics import test_paths
 from plexsync.scanner.manager import ScanManager
 from plexsync.scanner.realtime.leases import WatchLeases
+from plexsync.scanner.rules.dry_run import test_rules
 from plexsync.v1 import common_pb2, scanner_pb2, scanner_pb2_grpc
 
 # grpc ships no type hints; handlers receive a grpc.aio.ServicerContext.
@@ -103,3 +105,9 @@ class ScannerServicer(scanner_pb2_grpc.ScannerServiceServicer):
             watchers = watchers[:size]
             token = encode_token([watchers[-1].server_id], fingerprint)
         return scanner_pb2.ListWatchersResponse(watchers=watchers, next_page_token=token)
+
+    async def TestPaths(self, request: scanner_pb2.TestPathsRequest, context: Context) -> scanner_pb2.TestPathsResponse:
+        return await test_paths(self.manager, request.library_id, request.sample_size)
+
+    async def TestRules(self, request: scanner_pb2.TestRulesRequest, context: Context) -> scanner_pb2.TestRulesResponse:
+        return await test_rules(self.manager, request.library_id, request.expression, request.sample_size)

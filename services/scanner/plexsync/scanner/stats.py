@@ -7,7 +7,7 @@ so they say where the effort went, not how long a phase took.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from plexsync.v1 import common_pb2
@@ -23,6 +23,8 @@ class ScanStats:
     listing_seconds: float = 0.0
     metadata_seconds: float = 0.0
     catalog_write_seconds: float = 0.0
+    # Items the sync rules left out, by the top-level part of the rule that did (one addition per excluded item).
+    excluded_by_rule: dict[str, int] = field(default_factory=dict)
 
     def plex_request(self, endpoint: str, seconds: float, body_bytes: int) -> None:
         """One Plex request attempt (a retry counts again) of ``endpoint`` that took ``seconds``."""
@@ -42,6 +44,7 @@ class ScanStats:
         out.listing_time.FromNanoseconds(int(self.listing_seconds * 1e9))
         out.metadata_time.FromNanoseconds(int(self.metadata_seconds * 1e9))
         out.catalog_write_time.FromNanoseconds(int(self.catalog_write_seconds * 1e9))
+        out.excluded_by_rule.update(self.excluded_by_rule)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -53,6 +56,7 @@ class ScanStats:
             "listing_seconds": self.listing_seconds,
             "metadata_seconds": self.metadata_seconds,
             "catalog_write_seconds": self.catalog_write_seconds,
+            "excluded_by_rule": dict(self.excluded_by_rule),
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class ScanStats:
             listing_seconds=float(data.get("listing_seconds", 0.0)),
             metadata_seconds=float(data.get("metadata_seconds", 0.0)),
             catalog_write_seconds=float(data.get("catalog_write_seconds", 0.0)),
+            excluded_by_rule={str(k): int(v) for k, v in (data.get("excluded_by_rule") or {}).items()},
         )
 
     def span_attributes(self) -> dict[str, int | float]:

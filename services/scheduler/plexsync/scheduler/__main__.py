@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from plexsync.common.audit import AuditLog
+from plexsync.common.audit_server import MethodInterceptor, add_audit_service
 from plexsync.common.clients import peer_channel
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import create_engine, wait_for_database
@@ -17,10 +19,11 @@ from plexsync.common.eventbus import EventBus
 from plexsync.common.grpc_server import ServiceApp
 from plexsync.common.logs import configure_logging
 from plexsync.common.metrics import METRICS
+from plexsync.common.migrations import SchemaBehindError
 from plexsync.common.outbox import OutboxRelay
 from plexsync.common.readiness import database_check
 from plexsync.scheduler.leader import LeaderLease
-from plexsync.scheduler.migrate import migrate
+from plexsync.scheduler.migrate import MIGRATIONS, migrate
 from plexsync.scheduler.peers import GrpcCatalog, GrpcScanner, GrpcServers
 from plexsync.scheduler.queue import JetStreamJobQueue, ScanReports
 from plexsync.scheduler.repository import JobRepository
@@ -95,15 +98,17 @@ async def serve(settings: SchedulerSettings) -> None:
     lease = LeaderLease(settings.database_url)
     relay = OutboxRelay(engine, bus, schema="scheduler")
     servicer = SchedulerServicer()
-    app = ServiceApp("scheduler", settings)
+    audit = AuditLog(engine, "scheduler")
+    app = ServiceApp("scheduler", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
     app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.SchedulerService", scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server, servicer)
+    add_audit_service(app, audit)
     background: list[asyncio.Task[None]] = []
     reports: list[ScanReports] = []
 
     async def ready() -> None:
         await wait_for_database(engine)
-        await asyncio.to_thread(migrate, settings.database_url)
+        await asyncio.to_thread(MIGRATIONS.prepare, settings.database_url, settings.migrate_on_start)
         await bus.connect()
         relay.start()
         scheduler = Scheduler(
@@ -113,6 +118,7 @@ async def serve(settings: SchedulerSettings) -> None:
             scanner=GrpcScanner(scanner_channel),
             servers=GrpcServers(auth_channel),
             queue=JetStreamJobQueue(bus, relay),
+            audit=audit,
         )
         feed = ScanReports(bus, scheduler.on_scan_event, scheduler.on_delivery_exhausted)
         await feed.start()
@@ -164,7 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         migrate(settings.database_url, args.action, args.revision)
         return
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SchemaBehindError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from plexsync.common.audit_schema import AuditColumns
 from plexsync.common.db import schema_metadata
 from plexsync.common.outbox import OutboxColumns
 from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, Text, text
@@ -101,3 +102,7 @@ class LeaderRow(Base):
 
 class OutboxRow(OutboxColumns, Base):
     """Events waiting to be published to NATS (plexsync.common.outbox), in id order."""
+
+
+class AuditRow(AuditColumns, Base):
+    """Who changed or was refused what (plexsync.common.audit); written and read as SQL by AuditLog."""

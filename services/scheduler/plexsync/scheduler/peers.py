@@ -15,6 +15,7 @@ from plexsync.common.errors import (
     PlexsyncError,
     UnavailableError,
 )
+from plexsync.common.grpc_errors import relayed_not_found
 from plexsync.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -35,9 +36,7 @@ def translate(service: str, exc: grpc.aio.AioRpcError) -> PlexsyncError:
     code = exc.code()
     details = exc.details() or ""
     if code == grpc.StatusCode.NOT_FOUND:
-        err = NotFoundError(service, "")
-        err.args = (details,)
-        return err
+        return relayed_not_found(service, exc)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPreconditionError(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from plexsync.common.errors import InvalidArgumentError, UnavailableError
+from plexsync.common.access import Role, current_caller
+from plexsync.common.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
 from plexsync.common.eventbus import EventBus
 from plexsync.common.interceptors import caller_identity
 from plexsync.common.pagination import decode_token, encode_token, filters_fingerprint, page_size
@@ -54,6 +55,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgumentError.single(which, "must not be empty")
         if len(request.reason) > MAX_REASON_LENGTH:
             raise InvalidArgumentError.single("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+        caller = current_caller()
+        if request.mode == common_pb2.SCAN_MODE_DEEP and caller is not None and Role.ADMIN not in caller.roles:
+            raise PermissionDeniedError(
+                f"role {caller.role_label!r} (caller {caller.identity!r}) may not trigger a DEEP sync; "
+                "only role 'admin' may"
+            )
         target = Target(library_id=request.library_id, server_id=request.server_id, all=request.all)
         jobs, created = await self.scheduler.trigger(
             target, request.mode, request.force, caller_identity.get(), reason=request.reason

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from plexsync.common.audit import NO_AUDIT, AuditRecorder
 from plexsync.common.errors import (
     FailedPreconditionError,
     FieldViolation,
@@ -91,8 +93,10 @@ class Scheduler:
         servers: Servers,
         queue: JobQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: AuditRecorder = NO_AUDIT,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.repo = repository
         self.catalog = catalog
         self.scanner = scanner
@@ -156,6 +160,20 @@ class Scheduler:
                 created.append(str(enqueued.job.id))
         await self.dispatch()
         fresh = [await self.repo.get(j.id) for j in jobs]
+        if mode == common_pb2.SCAN_MODE_DEEP:
+            kind, ident = (
+                ("library", target.library_id)
+                if target.library_id
+                else ("server", target.server_id)
+                if target.server_id
+                else ("all", "")
+            )
+            await self.audit.record(
+                "sync.trigger_deep",
+                kind,
+                ident,
+                after={"force": force, "libraries": [lib.id for lib in libraries], "created_jobs": created},
+            )
         return [to_proto(j) for j in fresh if j is not None], created
 
     async def _targets(self, target: Target, force: bool) -> list[common_pb2.Library]:
@@ -221,7 +239,7 @@ class Scheduler:
     async def get_job(self, job_id: str) -> common_pb2.Job:
         row = await self.repo.get(parse_job_id(job_id))
         if row is None:
-            raise NotFoundError("job", job_id)
+            raise NotFoundError("job", job_id, resource_type="plexsync.v1.Job")
         job = to_proto(row)
         if row.status == RUNNING and row.scan_id:
             try:
@@ -236,7 +254,7 @@ class Scheduler:
         jid = parse_job_id(job_id)
         row, before = await self.repo.cancel(jid, "cancelled by request before it started")
         if row is None:
-            raise NotFoundError("job", job_id)
+            raise NotFoundError("job", job_id, resource_type="plexsync.v1.Job")
         if before in (SUCCEEDED, FAILED, CANCELLED):
             raise FailedPreconditionError(
                 f"job {job_id} has already ended ({_label(common_pb2.JobStatus, before, 'JOB_STATUS_')})"
@@ -510,6 +528,7 @@ class Scheduler:
         if violations:
             raise InvalidArgumentError(violations)
         library = await self.catalog.get_library(schedule.library_id)
+        before = await self.schedule(library, (await self.repo.schedules([library.id])).get(library.id))
         catalog_paths = [CATALOG_PATHS[p] for p in paths if p in CATALOG_PATHS]
         if catalog_paths:
             change = common_pb2.Library(id=library.id, sync_enabled=schedule.enabled)
@@ -518,7 +537,21 @@ class Scheduler:
         row = await self.repo.update_schedule(library.id, own) if own else None
         if row is None:
             row = (await self.repo.schedules([library.id])).get(library.id)
-        return await self.schedule(library, row)
+        after = await self.schedule(library, row)
+        await self.audit.record(
+            "schedule.update",
+            "library",
+            library.id,
+            before=_schedule_audit(before, paths),
+            after=_schedule_audit(after, paths),
+        )
+        return after
+
+
+def _schedule_audit(schedule: scheduler_pb2.Schedule, paths: list[str]) -> dict[str, Any]:
+    """The fields an UpdateSchedule named, as the audit log keeps them."""
+    fields = MessageToDict(schedule, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return {k: v for k, v in fields.items() if k in {"library_id", *paths}}
 
 
 def _is_uuid(text: str) -> bool:

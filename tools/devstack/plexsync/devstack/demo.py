@@ -250,6 +250,7 @@ def run(keep: bool, sizes: dict[str, int]) -> int:
         made = make_local_media(media_root, files)
         console.print(f"fakeplex serves {sum(counts.values())} items {counts}; {made} of {len(files)} files "
                       f"exist locally under {media_root}")  # fmt: skip
+        console.print("gRPC between the services: plain TCP, no TLS (PLEXSYNC_GRPC_INSECURE=true, a demo on one host)")
         cli = Cli(state.service_env("cli"))
         cli.run("login", "--timeout", "60")
         servers = cli.json("servers", "list")

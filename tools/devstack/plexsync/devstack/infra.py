@@ -24,6 +24,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(port: int, hosts: tuple[str, ...] = ("127.0.0.1",)) -> bool:
+    """Whether a server could listen on `port` of every one of `hosts` now (SO_REUSEADDR, as servers bind)."""
+    if not 0 < port < 65536:
+        return False
+    for host in hosts:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def pid_alive(pid: int) -> bool:
     """Whether the process runs (a zombie counts as dead; pid 0 would mean our own process group)."""
     if pid <= 0:
@@ -172,10 +186,11 @@ def nats_server_binary() -> str:
     return found
 
 
-def start_nats(store_dir: Path, log_file: Path) -> tuple[str, int]:
-    """Start NATS with JetStream storing in store_dir; return (URL, pid)."""
+def start_nats(store_dir: Path, log_file: Path, port: int = 0) -> tuple[str, int]:
+    """Start NATS with JetStream storing in store_dir, on `port` when it is free (else any); return (URL, pid)."""
     store_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    if not port_free(port):
+        port = free_port()
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             [nats_server_binary(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(port)],

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from plexsync.common.tls import env_credentials
 from plexsync.devstack.infra import pid_alive, terminate
 
 
@@ -27,11 +28,19 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return ""
 
 
-def wait_healthy(address: str, *, pid: int | None = None, log_file: Path | None = None, timeout: float = 60) -> None:
-    """Poll grpc.health.v1 until the server reports SERVING."""
+def wait_healthy(
+    address: str,
+    *,
+    pid: int | None = None,
+    log_file: Path | None = None,
+    timeout: float = 60,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Poll grpc.health.v1 until the server reports SERVING (over TLS with `credentials`)."""
     deadline = time.monotonic() + timeout
     last = "no answer"
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if pid is not None and not pid_alive(pid):
@@ -100,7 +109,9 @@ def start_service(name: str, port: int, env: dict[str, str], log_dir: Path, time
     )
     child.address = f"127.0.0.1:{port}"
     try:
-        wait_healthy(child.address, pid=child.pid, log_file=child.log_file, timeout=timeout)
+        wait_healthy(
+            child.address, pid=child.pid, log_file=child.log_file, timeout=timeout, credentials=env_credentials(env)
+        )
     except ServiceStartError:
         child.stop(timeout=5)
         raise

@@ -27,6 +27,7 @@ from plexsync.scanner.paths import FileStates
 from plexsync.scanner.plex_client import PlexClient, PlexError, PlexNotFoundError, PlexUnauthorizedError
 from plexsync.scanner.plex_models import PlexMetadata
 from plexsync.scanner.realtime.batcher import SectionBatch
+from plexsync.scanner.rules.evaluate import SyncRules
 from plexsync.v1 import catalog_pb2, common_pb2
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ class BatchApplier:
         gone.extend(rk for rk in batch.deletes if rk not in returned and rk not in gone and rk not in out.failed)
         metas.sort(key=lambda m: _WRITE_ORDER.get(m.type, 3))
         items: list[common_pb2.Item] = []
+        # The library's sync rules, as a scan applies them (full metadata decides everything here).
+        rules = (
+            None if library.kind == common_pb2.LIBRARY_KIND_SHOWS else SyncRules.compile(library.sync_rules.expression)
+        )
         for meta in metas:
             try:
                 items.append(
@@ -78,6 +83,8 @@ class BatchApplier:
                         etag=REALTIME_ETAG + item_etag(meta),
                     )
                 )  # fmt: skip
+                if rules is not None and not rules.metadata_verdict(meta, states, library.kind)[0]:
+                    items[-1].state = common_pb2.ITEM_STATE_EXCLUDED
             except Exception:  # a malformed entry must not stop the others
                 log.warning("could not convert Plex item", extra={"rating_key": meta.rating_key}, exc_info=True)
                 out.failed.append(meta.rating_key)

@@ -31,7 +31,13 @@ from opentelemetry import trace
 from plexsync.common.eventbus import item_subject
 from plexsync.common.metrics import METRICS
 from plexsync.scanner.paths import FileStates, PathMapper
-from plexsync.scanner.plex_client import PlexClient, PlexCredentials, PlexUnauthorizedError, tls_context
+from plexsync.scanner.plex_client import (
+    PlexClient,
+    PlexCredentials,
+    PlexUnauthorizedError,
+    certificate_failure,
+    tls_context,
+)
 from plexsync.scanner.realtime.applier import BatchApplier, RealtimeCatalog
 from plexsync.scanner.realtime.batcher import ChangeBatcher, SectionBatch
 from plexsync.scanner.realtime.leases import WatcherStatus
@@ -343,5 +349,8 @@ def _describe(exc: BaseException) -> str:
     """A short, secret-free description (the token is only ever in a header, never in a message)."""
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         return f"Plex refused the notification stream (HTTP {exc.status})"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = certificate_failure(exc.certificate_error) or "certificate verify failed"
+        return f"Plex at {exc.host}:{exc.port}: the TLS certificate could not be verified ({reason})"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
