@@ -1,8 +1,9 @@
-"""`rules set|show|clear|test LIB`: a library's content-based sync rules.
+"""`rules set|show|clear|test|prune LIB`: a library's content-based sync rules.
 
 The expression says what to sync: items it is true for are kept, the others become EXCLUDED at the next scan
 (an incremental one is enough) and come back when a later rule keeps them. `rules test` is a dry run: what a
-scan would keep and exclude, read from Plex, without changing anything.
+scan would keep and exclude, read from Plex, without changing anything. `rules prune LIB on` makes each completed
+scan delete the excluded items instead (one that matches again then comes back as a new item, with a new id).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from google.protobuf import field_mask_pb2
 from plexsync.cli.client import Handler, Services
 from plexsync.cli.output import console, print_json, print_table
 from plexsync.v1 import catalog_pb2, common_pb2, scanner_pb2
@@ -25,7 +27,9 @@ def _show(library: common_pb2.Library) -> None:
     rules = library.sync_rules
     what = escape(rules.expression) if rules.expression else "(none: every item is synced)"
     console.print(f"{escape(library.name or library.id)}: keep items where {what}", highlight=False)
-    if rules.expression:
+    if library.prune_excluded:
+        console.print("items the rule leaves out are deleted from the catalog after each scan", highlight=False)
+    elif rules.expression:
         console.print("items the rule leaves out are kept in the catalog as EXCLUDED", highlight=False)
 
 
@@ -84,8 +88,21 @@ def cmd_rules_test(args: argparse.Namespace, svc: Services) -> int:
     return 0
 
 
+def cmd_rules_prune(args: argparse.Namespace, svc: Services) -> int:
+    request = catalog_pb2.UpdateLibraryRequest(
+        library=common_pb2.Library(id=args.library_id, prune_excluded=args.state == "on"),
+        update_mask=field_mask_pb2.FieldMask(paths=["prune_excluded"]),
+    )
+    library = svc.call("catalog", svc.catalog.UpdateLibrary, request).library
+    if args.json:
+        print_json(library)
+    else:
+        _show(library)
+    return 0
+
+
 def register(sub: Any, command: Command) -> None:
-    """Add `rules set|show|clear|test` to the `plexsync` parser."""
+    """Add `rules set|show|clear|test|prune` to the `plexsync` parser."""
     rules = sub.add_parser("rules", help="content-based sync rules of a library").add_subparsers(
         dest="action", required=True
     )
@@ -99,3 +116,6 @@ def register(sub: Any, command: Command) -> None:
     test.add_argument("library_id")
     test.add_argument("expression", nargs="?", help="the rule to try (default: the library's own)")
     test.add_argument("--sample", type=int, default=10, help="items of each kind to show (at most 100)")
+    prune = command(rules, "prune", cmd_rules_prune, "delete excluded items after each scan (on) or keep them (off)")
+    prune.add_argument("library_id")
+    prune.add_argument("state", choices=("on", "off"))

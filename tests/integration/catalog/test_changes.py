@@ -245,10 +245,14 @@ async def test_mark_items_missing_validates(
     assert [f for f, _ in field_violations(err.value)] == [field]
 
 
-async def test_mark_items_missing_needs_the_scanner_and_a_library(catalog: Stub, as_scanner: Stub) -> None:
+async def test_mark_items_missing_needs_the_scanner_and_a_library(
+    catalog: Stub, as_scanner: Stub, service_stack: ServiceStack
+) -> None:
     lib = await new_library(catalog)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await catalog.MarkItemsMissing(catalog_pb2.MarkItemsMissingRequest(library_id=lib, rating_keys=["a"]))
+    async with service_stack.channel("catalog", "cli") as admin_channel:  # an admin is no scanner
+        admin = catalog_pb2_grpc.CatalogServiceStub(admin_channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await admin.MarkItemsMissing(catalog_pb2.MarkItemsMissingRequest(library_id=lib, rating_keys=["a"]))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await as_scanner.MarkItemsMissing(

@@ -28,7 +28,7 @@ async def port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     service.add_service(
         "plexsync.v1.CatalogService",
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
-        catalog_pb2_grpc.CatalogServiceServicer(),
+        catalog_pb2_grpc.CatalogServiceServicer(),  # type: ignore[abstract]
     )
     runner = asyncio.create_task(service.run())
     await asyncio.wait_for(service.started.wait(), 30)

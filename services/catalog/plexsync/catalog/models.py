@@ -101,6 +101,8 @@ class Library(Base):
     realtime_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     # The canonical sync-rule expression ("" = sync everything).
     sync_rule: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    # FinishScan of a completed scan deletes EXCLUDED items (True) or keeps them (False, the default).
+    prune_excluded: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     plex_uuid: Mapped[str] = _txt()
     agent: Mapped[str] = _txt()
     language: Mapped[str] = _txt()

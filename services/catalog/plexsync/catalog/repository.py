@@ -22,7 +22,13 @@ from plexsync.v1 import catalog_pb2, common_pb2
 
 FNF = common_pb2.ITEM_STATE_FILE_NOT_FOUND
 LIBRARY_KINDS = frozenset(v for v in common_pb2.LibraryKind.values() if v)
-UPDATABLE_LIBRARY_FIELDS = ("sync_enabled", "refresh_interval", "remote_streaming_enabled", "realtime_enabled")
+UPDATABLE_LIBRARY_FIELDS = (
+    "sync_enabled",
+    "refresh_interval",
+    "remote_streaming_enabled",
+    "realtime_enabled",
+    "prune_excluded",
+)
 # 0 means the scheduler's default; anything else is the library's own interval.
 MIN_REFRESH_SECONDS = 10
 MAX_REFRESH_SECONDS = 366 * 24 * 3600
@@ -54,7 +60,7 @@ def _opt(**fields: Any) -> dict[str, Any]:
 _LIBRARY_SELECT = (
     "SELECT l.id, ms.server_id, l.plex_key, l.name, l.kind, l.sync_enabled, l.refresh_interval_seconds, "
     "l.remote_streaming_enabled, l.plex_uuid, l.agent, l.language, l.locations, l.removed, l.last_scan_at, "
-    "l.last_deep_scan_at, l.created_at, l.updated_at, l.realtime_enabled, l.sync_rule "
+    "l.last_deep_scan_at, l.created_at, l.updated_at, l.realtime_enabled, l.sync_rule, l.prune_excluded "
     "FROM libraries l JOIN media_sources ms ON ms.id = l.media_source_id"
 )
 
@@ -76,6 +82,7 @@ def _library(row: Sequence[Any]) -> common_pb2.Library:
         removed=row[12],
         realtime_enabled=row[17],
         sync_rules=_sync_rules(row[18]),
+        prune_excluded=row[19],
         **_opt(
             last_scan_time=_ts(row[13]),
             last_deep_scan_time=_ts(row[14]),
@@ -266,6 +273,9 @@ class Repository:
         if "realtime_enabled" in paths:
             sets.append("realtime_enabled = %s")
             params.append(req.library.realtime_enabled)
+        if "prune_excluded" in paths:
+            sets.append("prune_excluded = %s")
+            params.append(req.library.prune_excluded)
         if "refresh_interval" in paths:
             d = req.library.refresh_interval
             seconds = d.seconds + d.nanos / 1e9
@@ -313,10 +323,6 @@ class Repository:
         expression = rule_syntax.render(node) if node is not None else ""
         async with self.store.cursor() as cur:
             before = await self._library_row(cur, lid)
-            if expression and before.kind == common_pb2.LIBRARY_KIND_SHOWS:
-                raise FailedPreconditionError(
-                    f"library {before.name!r} is a show library; sync rules apply to movie and other-video libraries"
-                )
             await cur.execute(
                 "UPDATE libraries SET sync_rule = %s, updated_at = now() WHERE id = %s", (expression, lid)
             )

@@ -129,6 +129,20 @@ _MARK_EXCLUDED = (
 # What marks an item FILE_NOT_FOUND (FinishScan and MarkItemsMissing); RETURNING rows for the change log.
 _MARK_MISSING_SET = "missing_since = now(), updated_at = now()"
 _MISSING_RETURNING = "RETURNING i.id, i.rating_key, i.kind, i.state, i.title"
+# A library with prune_excluded: FinishScan deletes its EXCLUDED items and everything below them (children by
+# parent_id, or by parent rating key while parent_id is unset), then their relationship rows (no FOREIGN KEY).
+_PRUNE_EXCLUDED = (
+    "WITH RECURSIVE doomed AS ("
+    f"SELECT id, rating_key FROM items WHERE library_id = %(lib)s AND state = {common_pb2.ITEM_STATE_EXCLUDED} "
+    "UNION SELECT c.id, c.rating_key FROM items c JOIN doomed d "
+    "ON c.parent_id = d.id OR (c.parent_id IS NULL AND c.parent_rating_key = d.rating_key) "
+    "WHERE c.library_id = %(lib)s) "
+    "DELETE FROM items i USING doomed WHERE i.id = doomed.id " + _MISSING_RETURNING
+)
+_PRUNE_RELATED = tuple(
+    f"DELETE FROM {table} WHERE item_id = ANY(%s::uuid[])"
+    for table in ("credits", "media_streams", "media_parts", "media_versions", "chapters")
+)
 MAX_MISSING_KEYS = 1000
 
 _COLLECTION_COLS: list[Column] = [
@@ -996,6 +1010,18 @@ class Writer:
             logged = Pending(library_id, scan_id)
             logged.add_rows(await cur.fetchall(), changes.MISSING, FNF)
             missing = len(logged)
+            await cur.execute("SELECT prune_excluded FROM libraries WHERE id = %s", (library_id,))
+            prune_row = await cur.fetchone()
+            if prune_row is not None and prune_row[0]:
+                await cur.execute(_PRUNE_EXCLUDED, {"lib": library_id})
+                pruned = await cur.fetchall()
+                if pruned:
+                    ids = [r[0] for r in pruned]
+                    for statement in _PRUNE_RELATED:
+                        await cur.execute(statement, (ids,))
+                    # logged as gone (MISSING) in the state they had; one that matches again is a new item
+                    logged.add_rows(pruned, changes.MISSING)
+                    log.info("pruned excluded items", extra={"library_id": str(library_id), "count": len(pruned)})
             await cur.execute(
                 "SELECT count(*) FROM items WHERE library_id = %s AND missing_since IS NULL", (library_id,)
             )

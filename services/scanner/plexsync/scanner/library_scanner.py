@@ -63,6 +63,7 @@ from plexsync.scanner.plex_models import (
 )
 from plexsync.scanner.ports import Catalog
 from plexsync.scanner.rules.evaluate import SyncRules
+from plexsync.scanner.rules.shows import ShowVerdicts, follow, show_context
 from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import catalog_pb2, common_pb2
 
@@ -414,6 +415,9 @@ class LibraryScanner:
     # The library's sync rules (compiled from library.sync_rules at the start of `run`); None: keep everything.
     rules: SyncRules | None = None
     _undecided: set[str] = field(default_factory=set)  # listed keys only full metadata can decide
+    # Show libraries with rules: each show's verdict on its own fields, and seasons with an excluded episode.
+    _show_verdicts: ShowVerdicts = field(default_factory=dict)
+    _excluded_parents: set[str] = field(default_factory=set)
     _writer: BatchWriter | None = None
     _etags_loading: asyncio.Task[EtagMap] | None = None
     _fetch_slots: asyncio.Semaphore | None = None
@@ -432,8 +436,7 @@ class LibraryScanner:
         with tracer.start_as_current_span("scan.library") as span:
             span.set_attribute("plexsync.library_id", lib.id)
             span.set_attribute("plexsync.scan_id", self.scan_id)
-            if lib.kind != common_pb2.LIBRARY_KIND_SHOWS:  # (the catalog takes no rules for show libraries)
-                self.rules = SyncRules.compile(lib.sync_rules.expression)
+            self.rules = SyncRules.compile(lib.sync_rules.expression)
             self.phase = "listing"
             timer = _PhaseTimer()
             # The catalog's ETags load while the first listing page is fetched (`_ensure_etags` before use).
@@ -501,7 +504,8 @@ class LibraryScanner:
         return raw_item_etag(entry, local=raw_local_signature(entry, self.states), children=children)
 
     def _changed(self, rating_key: str, etag: str) -> bool:
-        return self.deep or not self.etags.unchanged(rating_key, etag)
+        """Fetch it: a deep scan, a changed ETag, or EXCLUDED in the catalog and kept now (a show library)."""
+        return self.deep or rating_key in self.etags.excluded or not self.etags.unchanged(rating_key, etag)
 
     # ------------------------------------------------------------------ movies / other videos
     async def _scan_flat(self) -> None:
@@ -568,7 +572,8 @@ class LibraryScanner:
             out = [e for e in digest.entries if listed.first(e[0])]
             self._undecided.update(digest.undecided)
             fresh_excluded = [x for x in digest.excluded if listed.first(x[0])]
-            for rating_key, _, part in fresh_excluded:
+            for rating_key, _, part, parent in fresh_excluded:
+                self._excluded_parents.add(parent)
                 await self._exclude_listed(rating_key, part)
             listed.check_progress(len(out) + len(digest.broken) + len(fresh_excluded), start, full=digest.listed >= ps)
             return out
@@ -603,10 +608,23 @@ class LibraryScanner:
 
     def _count_excluded(self, part: int) -> None:
         """One more excluded item, counted under the rule part that excluded it (-1: decided by an earlier scan)."""
-        self.counters.excluded += 1
         assert self.rules is not None
-        name = self.rules.names[part] if part >= 0 else "(unchanged since an earlier scan excluded it)"
+        self._count_excluded_as(
+            self.rules.names[part] if part >= 0 else "(unchanged since an earlier scan excluded it)"
+        )
+
+    def _count_excluded_as(self, name: str) -> None:
+        self.counters.excluded += 1
         self.stats.excluded_by_rule[name] = self.stats.excluded_by_rule.get(name, 0) + 1
+
+    async def _exclude_parent(self, rating_key: str, name: str) -> None:
+        """A listed show or season the rules leave out (see rules/shows.py): no metadata request; EXCLUDED if the
+        catalog has it (already counted as seen by its listing)."""
+        self._count_excluded_as(name)
+        if rating_key in self.etags.excluded:
+            await self.writer.add_seen(rating_key)
+        elif rating_key in self.etags:
+            await self.writer.add_excluded(rating_key)
 
     async def _exclude_listed(self, rating_key: str, part: int) -> None:
         """A listed item the rules leave out: no metadata request; the catalog marks its row EXCLUDED, if it has one."""
@@ -729,21 +747,25 @@ class LibraryScanner:
             self.plex.section_count(key, TYPE_EPISODE),
         )
         self.counters.total = sum(counts)
+        if self.rules is not None:  # the shows' own fields first: every episode reads its show's
+            self.rules, self._show_verdicts = await show_context(self.plex, key, self.rules, self.states, ps)
         season_rollups: dict[str, Rollup] = {}
         changed_episodes: dict[str, list[_Episode]] = {}
         async for _, listed in self._entries(key, TYPE_EPISODE):
             deep, claim, add_claimed = self.deep, self.etags.claim_unchanged, self.writer.add_claimed  # per page
+            excluded = self.etags.excluded  # EXCLUDED in the catalog and kept now: fetched back
             for rating_key, parent, title, etag in listed:
                 rollup = season_rollups.get(parent)
                 if rollup is None:
                     rollup = season_rollups[parent] = Rollup()
                 rollup.add(rating_key, etag)
-                if not deep and claim(rating_key, etag):
+                if not deep and not (excluded and rating_key in excluded) and claim(rating_key, etag):
                     if add_claimed(rating_key):
                         await self.writer.flush()
                 else:
                     changed_episodes.setdefault(parent, []).append(_Episode(rating_key, parent, etag, title))
             self.counters.seen += len(listed)
+        kept_seasons = set(season_rollups)  # seasons with a kept episode
         show_rollups: dict[str, Rollup] = {}
         seasons_of: dict[str, list[_Pending]] = {}
         async for page in self.plex.section_entries(key, TYPE_SEASON, page_size=ps):
@@ -780,6 +802,21 @@ class LibraryScanner:
                     show_rollups.pop(show_key, None)
                     seasons = seasons_of.pop(show_key, [])
                     episodes = {s.rating_key: changed_episodes.pop(s.rating_key, []) for s in seasons}
+                    if self.rules is not None:
+                        flags = {
+                            s.rating_key: (s.rating_key in kept_seasons, s.rating_key in self._excluded_parents)
+                            for s in seasons
+                        }
+                        own = self._show_verdicts.get(show_key, (None, -1))
+                        show_rule, season_rules = follow(self.rules, own, flags)
+                        if show_rule is not None:  # the show and everything below it (no kept episode)
+                            await self._exclude_parent(show_key, show_rule)
+                            for s in seasons:
+                                await self._exclude_parent(s.rating_key, season_rules[s.rating_key])
+                            continue
+                        for season_key, name in season_rules.items():
+                            await self._exclude_parent(season_key, name)
+                        seasons = [s for s in seasons if s.rating_key not in season_rules]
                     await show_slots.acquire()
                     tg.create_task(self._write_show_slot(show, seasons, episodes, show_slots))
         # Children whose parent no listing returned: written under a parent the catalog has, else next scan.
@@ -926,7 +963,9 @@ class LibraryScanner:
                 log.warning("could not convert Plex item", extra={"rating_key": meta.rating_key}, exc_info=True)
                 await self._item_failed(_Pending(meta.rating_key, "", meta.title), f"could not read: {exc}", 0)
                 continue
-            if self.rules is not None:  # no listing said anything about it: the rules decide on its metadata
+            if self.rules is not None and self.rules.shows is None:
+                # no listing said anything about it: the rules decide on its metadata (in a show library, the
+                # next scan's listings decide, since an episode reads its show's fields)
                 keep, part = self.rules.metadata_verdict(meta, self.states, self.library.kind)
                 if not keep:
                     self._count_excluded(part)

@@ -52,9 +52,9 @@ class PageDigest:
     entries: list[Entry]
     broken: list[Entry] = field(default_factory=list)
     listed: int = 0  # entries on the page, broken ones included (a short page ends a listing)
-    # With sync rules: entries the listing excludes, as (rating key, title, index of the rule part), not in
-    # ``entries``; and the rating keys of entries it cannot decide (their ETag is bound to the rule too).
-    excluded: list[tuple[str, str, int]] = field(default_factory=list)
+    # With sync rules: entries the listing excludes, as (rating key, title, index of the rule part, parent rating
+    # key), not in ``entries``; and the rating keys of entries it cannot decide (their ETag is bound to the rule too).
+    excluded: list[tuple[str, str, int, str]] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
 
 
@@ -67,7 +67,7 @@ def digest_page(
     container = parse_container(body, content_type)
     entries: list[Entry] = []
     broken: list[Entry] = []
-    excluded: list[tuple[str, str, int]] = []
+    excluded: list[tuple[str, str, int, str]] = []
     undecided: list[str] = []
     raw = read_list(container, "Metadata")
     for e in raw:
@@ -78,7 +78,7 @@ def digest_page(
             if rules is not None:
                 keep, part = rules.listing_verdict(e, states, library_kind)
                 if keep is False:
-                    excluded.append((rating_key, read_str(e, "title"), part))
+                    excluded.append((rating_key, read_str(e, "title"), part, read_str(e, "parentRatingKey")))
                     continue
                 if keep is None:
                     undecided.append(rating_key)

@@ -139,6 +139,10 @@ class FakePlexControl:
     async def approve_pin(self, pin_id: int, token: str | None = None) -> dict[str, Any]:
         return dict(await self._call("POST", f"/pins/{pin_id}/approve", {"token": token}))
 
+    async def approve_pin_code(self, code: str) -> dict[str, Any]:
+        """Approve the live PIN showing `code` (what `plexsync login` prints)."""
+        return dict(await self._call("POST", f"/pins/by-code/{code}/approve"))
+
     async def expire_pin(self, pin_id: int) -> None:
         await self._call("POST", f"/pins/{pin_id}/expire")
 

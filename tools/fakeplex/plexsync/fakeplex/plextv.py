@@ -91,6 +91,12 @@ class PlexTvState:
         pin.auth_token = token or self.account_token
         return pin
 
+    def by_code(self, code: str) -> Pin | None:
+        """The newest unexpired PIN showing `code` (what a person types or follows a link with), if any."""
+        now = time.time()
+        live = [p for p in self.pins.values() if p.code.lower() == code.strip().lower() and not p.is_expired(now)]
+        return max(live, key=lambda p: p.id, default=None)
+
     def poll(self, pin_id: int) -> Pin | None:
         pin = self.pins.get(pin_id)
         if pin is None or pin.is_expired(time.time()):
@@ -99,6 +105,32 @@ class PlexTvState:
         if pin.auth_token is None and self.auto_approve_after is not None and pin.polls >= self.auto_approve_after:
             pin.auth_token = self.account_token
         return pin
+
+
+# fakeplex's stand-in for app.plex.tv/auth: auth's PIN link (PLEXSYNC_PLEX_APP_URL + "/auth#?...&code=CODE") opens it,
+# and its button approves the PIN with that code, so a dev-stack login works from the link it prints.
+APPROVAL_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fakeplex: approve a plexsync login</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>fakeplex stands in for app.plex.tv</h1>
+<p id="message">No PIN code in this link: open the link <code>plexsync login</code> printed.</p>
+<button id="approve" hidden>Approve code <span id="code"></span></button>
+<script>
+const code = new URLSearchParams(location.hash.replace(/^#\\??/, "")).get("code");
+const message = document.getElementById("message"), button = document.getElementById("approve");
+if (code) {
+  document.getElementById("code").textContent = code;
+  message.textContent = "plexsync asks to sign in to this fake plex.tv account.";
+  button.hidden = false;
+  button.onclick = async () => {
+    const reply = await fetch("pins/by-code/" + encodeURIComponent(code) + "/approve", {method: "POST"});
+    message.textContent = reply.ok ? "Approved: plexsync login finishes within a second or two."
+                                   : "fakeplex has no live PIN " + code + " (expired?): start the login again.";
+    button.hidden = true;
+  };
+}
+</script></body></html>
+"""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

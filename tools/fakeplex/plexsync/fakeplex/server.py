@@ -33,7 +33,7 @@ from plexsync.fakeplex import render
 from plexsync.fakeplex.faults import XML_TYPE, FaultInjector, FaultRule, corrupt
 from plexsync.fakeplex.library import TYPE_NUMBERS, Event, Library, LibraryError, LibrarySpec, SectionSpec
 from plexsync.fakeplex.notify import DEFAULT_PING_S, DEFAULT_QUEUE_SIZE, NotificationHub, library_messages
-from plexsync.fakeplex.plextv import PlexTvHandlers, PlexTvState
+from plexsync.fakeplex.plextv import APPROVAL_PAGE, PlexTvHandlers, PlexTvState
 from plexsync.fakeplex.tls import TlsMaterial, generate
 from yarl import URL
 
@@ -323,6 +323,8 @@ class FakePlex:
             web.delete(CONTROL_PREFIX + "/tokens/{token}", self.c_token_revoke),
             web.post(CONTROL_PREFIX + "/pins/auto-approve", self.c_pin_auto),
             web.post(CONTROL_PREFIX + "/pins/{pin_id}/approve", self.c_pin_approve),
+            web.post(CONTROL_PREFIX + "/pins/by-code/{code}/approve", self.c_pin_approve_code),
+            web.get(CONTROL_PREFIX + "/auth", self.c_approval_page),
             web.post(CONTROL_PREFIX + "/pins/{pin_id}/expire", self.c_pin_expire),
             web.get(CONTROL_PREFIX + "/pins", self.c_pins),
             web.post(CONTROL_PREFIX + "/connections/{name}", self.c_connection),
@@ -1159,6 +1161,20 @@ class FakePlex:
         if pin.auth_token:
             self.tokens.add(pin.auth_token)
         return self._ok(pin.to_json(time.time()))
+
+    async def c_pin_approve_code(self, request: web.Request) -> web.Response:
+        """Approve the live PIN with the code `plexsync login` shows (people see codes, not PIN ids)."""
+        code = request.match_info["code"]
+        pin = self.plextv.by_code(code)
+        if pin is None:
+            raise web.HTTPNotFound(text=f"no live pin with code {code[:32]!r}")
+        self.plextv.approve(pin.id)
+        if pin.auth_token:
+            self.tokens.add(pin.auth_token)
+        return self._ok(pin.to_json(time.time()))
+
+    async def c_approval_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=APPROVAL_PAGE, content_type="text/html")
 
     async def c_pin_expire(self, request: web.Request) -> web.Response:
         pid = self._int(request, "pin_id")

@@ -1,7 +1,9 @@
 """`TestRules`: what a scan would keep and exclude under a rule, without writing anything.
 
 It reads Plex the way a scan does: the section listing decides every item it can (`SyncRules.listing_verdict`),
-and only the items it cannot decide get a full-metadata request, 50 at a time; so its counts are the scan's.
+and only the items it cannot decide get a full-metadata request, 50 at a time; so its counts are the scan's. In a
+show library it lists the shows, the episodes and the seasons, and counts shows, seasons and episodes the way a scan
+decides them (rules/shows.py).
 """
 
 from __future__ import annotations
@@ -10,9 +12,18 @@ from plexsync.common.errors import FailedPreconditionError, InvalidArgumentError
 from plexsync.common.rule_syntax import RuleSyntaxError
 from plexsync.scanner.manager import ScanManager
 from plexsync.scanner.paths import FileStates, PathMapper
-from plexsync.scanner.plex_client import TYPE_MOVIE, PlexClient, PlexError, PlexUnauthorizedError
+from plexsync.scanner.plex_client import (
+    TYPE_EPISODE,
+    TYPE_MOVIE,
+    TYPE_SEASON,
+    TYPE_SHOW,
+    PlexClient,
+    PlexError,
+    PlexUnauthorizedError,
+)
 from plexsync.scanner.plex_models import PlexParseError, read_str
 from plexsync.scanner.rules.evaluate import SyncRules
+from plexsync.scanner.rules.shows import follow, show_context
 from plexsync.v1 import common_pb2, scanner_pb2
 
 DEFAULT_SAMPLE = 10
@@ -28,20 +39,63 @@ class _Tally:
         self.by_rule: dict[str, int] = {}
 
     def add(self, rating_key: str, title: str, keep: bool, part: int) -> None:
+        self.add_as(rating_key, title, None if keep else self.rules.names[part])
+
+    def add_as(self, rating_key: str, title: str, name: str | None) -> None:
+        """Kept (``name`` None) or excluded under the rule ``name``."""
         r = self.reply
-        if keep:
+        if name is None:
             r.kept += 1
             if len(r.kept_samples) < self.samples:
                 r.kept_samples.add(rating_key=rating_key, title=title)
             return
         r.excluded += 1
-        name = self.rules.names[part]
         self.by_rule[name] = self.by_rule.get(name, 0) + 1
         if len(r.excluded_samples) < self.samples:
             r.excluded_samples.add(rating_key=rating_key, title=title, rule=name)
 
 
+async def _run_shows(plex: PlexClient, library: common_pb2.Library, states: FileStates, tally: _Tally) -> None:
+    key = library.plex_key
+    rules, verdicts = await show_context(plex, key, tally.rules, states)
+    kept_seasons: set[str] = set()
+    excluded_seasons: set[str] = set()
+    async for page in plex.section_entries(key, TYPE_EPISODE, page_size=500):
+        for entry in page.entries:
+            try:
+                rating_key, title = read_str(entry, "ratingKey"), read_str(entry, "title")
+                parent = read_str(entry, "parentRatingKey")
+            except PlexParseError:
+                continue
+            keep, part = rules.listing_verdict(entry, states, library.kind)
+            (kept_seasons if keep is not False else excluded_seasons).add(parent)
+            tally.add(rating_key, title, keep is not False, part)
+    seasons_of: dict[str, dict[str, str]] = {}
+    async for page in plex.section_entries(key, TYPE_SEASON, page_size=500):
+        for entry in page.entries:
+            try:
+                season_key, title = read_str(entry, "ratingKey"), read_str(entry, "title")
+                seasons_of.setdefault(read_str(entry, "parentRatingKey"), {})[season_key] = title
+            except PlexParseError:
+                continue
+    async for page in plex.section_entries(key, TYPE_SHOW, page_size=500):
+        for entry in page.entries:
+            try:
+                show_key, title = read_str(entry, "ratingKey"), read_str(entry, "title")
+            except PlexParseError:
+                continue
+            seasons = seasons_of.pop(show_key, {})
+            flags = {s: (s in kept_seasons, s in excluded_seasons) for s in seasons}
+            show_rule, season_rules = follow(rules, verdicts.get(show_key, (None, -1)), flags)
+            tally.add_as(show_key, title, show_rule)
+            for season_key, season_title in seasons.items():
+                tally.add_as(season_key, season_title, season_rules.get(season_key))
+
+
 async def _run(plex: PlexClient, library: common_pb2.Library, states: FileStates, tally: _Tally) -> None:
+    if library.kind == common_pb2.LIBRARY_KIND_SHOWS:
+        await _run_shows(plex, library, states, tally)
+        return
     undecided: list[tuple[str, str]] = []
     async for page in plex.section_entries(library.plex_key, TYPE_MOVIE, page_size=500):
         for entry in page.entries:
@@ -80,10 +134,6 @@ async def test_rules(
     if library.removed:
         raise FailedPreconditionError(
             f"library {library.name!r} ({library_id}) is gone from its server; run SyncServer to refresh libraries"
-        )
-    if library.kind == common_pb2.LIBRARY_KIND_SHOWS:
-        raise FailedPreconditionError(
-            f"library {library.name!r} is a show library; sync rules apply to movie and other-video libraries"
         )
     rules = candidate or SyncRules.compile(library.sync_rules.expression)
     if rules is None:

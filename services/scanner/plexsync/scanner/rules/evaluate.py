@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from plexsync.common.rule_syntax import (
@@ -35,6 +35,12 @@ from plexsync.v1 import common_pb2
 # field -> the values an item has for it, and whether that list is complete (False: only part of it is known)
 Values = tuple[list[str] | list[int], bool]
 View = Callable[[str], Values]
+
+# In a show library an episode reads these fields from its show (it inherits the show's content rating, genres,
+# labels and collections); every other field (year, added, resolution, codec, path, kind) from the episode itself.
+SHOW_FIELDS = frozenset({"rating", "genre", "label", "collection"})
+# field -> (values, complete) of one show, from its listing entry (genres completed from metadata when needed)
+ShowFacts = dict[str, Values]
 
 _KIND_BY_TYPE = {"movie": "movie", "show": "show", "season": "season", "episode": "episode", "clip": "video"}
 _RES = {**RESOLUTIONS, **RESOLUTIONS_8K}
@@ -108,6 +114,45 @@ def metadata_view(meta: PlexMetadata, states: FileStates, library_kind: int) -> 
         return [_kind(meta.type, library_kind)], True
 
     return view
+
+
+def show_facts(view: View) -> ShowFacts:
+    """The show-level fields of a show, from a listing or metadata view of the show."""
+    return {name: view(name) for name in sorted(SHOW_FIELDS)}
+
+
+def _episode_view(view: View, facts: ShowFacts) -> View:
+    """An episode's view in a show library: show-level fields from its show (a show the pre-pass did not list has
+    none), the rest from the episode."""
+
+    def combined(name: str) -> Values:
+        if name in SHOW_FIELDS:
+            values, _ = facts.get(name, ([], True))
+            return values, True
+        return view(name)
+
+    return combined
+
+
+def _show_only_view(facts: ShowFacts) -> View:
+    """A show's own view: its show-level fields; the episode-level ones unknown (so Kleene evaluation answers
+    False only when no episode of the show could match)."""
+
+    def view(name: str) -> Values:
+        if name in SHOW_FIELDS:
+            return facts.get(name, ([], True))
+        return [], False
+
+    return view
+
+
+def fields_of(node: Node) -> frozenset[str]:
+    """The fields a rule names."""
+    if isinstance(node, Cond):
+        return frozenset({node.field})
+    if isinstance(node, Not):
+        return fields_of(node.part)
+    return frozenset().union(*(fields_of(p) for p in node.parts))
 
 
 @lru_cache(maxsize=256)
@@ -186,6 +231,8 @@ class SyncRules:
     parts: tuple[Node, ...]
     names: tuple[str, ...]
     digest: str
+    # Show libraries: show rating key -> its show-level fields (`with_shows`), read by every episode of the show.
+    shows: dict[str, ShowFacts] | None = None
 
     @classmethod
     def compile(cls, expression: str) -> SyncRules | None:
@@ -208,10 +255,22 @@ class SyncRules:
                 return False, i
         return False, 0
 
+    def with_shows(self, shows: dict[str, ShowFacts]) -> SyncRules:
+        """These rules for the episodes of a show library, whose shows are ``shows``."""
+        return replace(self, shows=shows)
+
+    def show_verdict(self, facts: ShowFacts) -> tuple[bool | None, int]:
+        """`verdict` of a show on its show-level fields alone: False excludes the show and everything below it."""
+        return self.verdict(_show_only_view(facts))
+
     def listing_verdict(self, d: Raw, states: FileStates, library_kind: int) -> tuple[bool | None, int]:
-        """`verdict` on a raw listing entry; an entry that cannot be read is left undecided (the metadata decides)."""
+        """`verdict` on a raw listing entry; an entry that cannot be read is left undecided (the metadata decides).
+        With `shows` (a show library's episodes), the show-level fields are the episode's show's."""
         try:
-            return self.verdict(listing_view(d, states, library_kind))
+            view = listing_view(d, states, library_kind)
+            if self.shows is not None:
+                view = _episode_view(view, self.shows.get(read_str(d, "grandparentRatingKey"), {}))
+            return self.verdict(view)
         except PlexParseError:
             return None, -1
 
