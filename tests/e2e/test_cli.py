@@ -301,7 +301,7 @@ def test_a_scheduled_scan_runs_on_its_own(stack: ServiceStack) -> None:
         (["paths", "set", "srv", "no-equals-sign"], "write PLEX_PATH=LOCAL_PATH"),
         (["items", "list", "--kind", "song"], "unknown kind 'song'"),
         (["items", "show", "not-a-uuid"], "item_id"),
-        (["items", "list", "--limit", "5000"], "page_size"),
+        (["items", "list", "--limit", "-1"], "page_size"),
         (["jobs", "show", NO_SUCH_ID], "scheduler: NOT_FOUND"),
         (["jobs", "show", "not-a-uuid"], "job_id"),
         (["jobs", "cancel", NO_SUCH_ID], "`plexsync jobs list` shows job ids"),
