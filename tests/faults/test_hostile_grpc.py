@@ -72,8 +72,13 @@ METHODS: list[MethodDescriptor] = [m for s in SERVICES for m in s.methods]
 IDS = [f"{m.containing_service.name}.{m.name}" for m in METHODS]
 
 
+# Served by every process (the shared bootstrap registers them); the catalog stands for all of them here.
+EVERYWHERE = {"AuditService", "VersionService"}
+
+
 def process_of(method: MethodDescriptor) -> str:
-    return method.containing_service.name.removesuffix("Service").lower()
+    service = method.containing_service.name
+    return "catalog" if service in EVERYWHERE else service.removesuffix("Service").lower()
 
 
 # ----------------------------------------------------------------------------- the stack and raw calls
