@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -121,6 +122,15 @@ class ServiceStack:
         child = start_service(name, port, {**self.env(name), **env}, self.log_dir)
         self.children.append(child)
         return child
+
+    def start_plex_services(self, plex_url: str, scanner_env: dict[str, str] | None = None) -> None:
+        """catalog, auth (plex.tv at `plex_url`, no GDM) and scanner, with a fresh token key: what a scan needs."""
+        self.extra_env["PLEXSYNC_TOKEN_KEYS"] = "test1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+        for name in ("catalog", "auth", "scanner"):
+            self.reserve(name)
+        self.start("catalog")
+        self.start("auth", PLEXSYNC_PLEX_TV_URL=plex_url, PLEXSYNC_GDM_ENABLED="false")
+        self.start("scanner", **(scanner_env or {}))
 
     def channel(self, name: str, identity: str = "test") -> grpc.aio.Channel:
         """An aio channel to service `name`, authenticated as `identity`."""

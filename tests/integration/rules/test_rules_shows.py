@@ -7,9 +7,7 @@ computed here from fakeplex's full metadata by code of its own. The tests run in
 
 from __future__ import annotations
 
-import base64
 import collections
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,12 +79,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def stack(service_stack: ServiceStack, fake: dict[str, Any]) -> ServiceStack:
-    service_stack.extra_env["PLEXSYNC_TOKEN_KEYS"] = "test1:" + base64.b64encode(secrets.token_bytes(32)).decode()
-    for name in ("catalog", "auth", "scanner"):
-        service_stack.reserve(name)
-    service_stack.start("catalog")
-    service_stack.start("auth", PLEXSYNC_PLEX_TV_URL=fake["url"], PLEXSYNC_GDM_ENABLED="false")
-    service_stack.start("scanner", **SCANNER_ENV)
+    service_stack.start_plex_services(fake["url"], SCANNER_ENV)
     return service_stack
 
 

@@ -4,8 +4,6 @@ list by mistake (or a Plex answer cut short) cannot wipe a server's libraries.""
 
 from __future__ import annotations
 
-import base64
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,12 +26,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 async def channels(service_stack: ServiceStack, fake: dict[str, Any]) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
-    service_stack.extra_env["PLEXSYNC_TOKEN_KEYS"] = "t1:" + base64.b64encode(secrets.token_bytes(32)).decode()
-    for name in ("catalog", "auth", "scanner"):
-        service_stack.reserve(name)
-    service_stack.start("catalog")
-    service_stack.start("auth", PLEXSYNC_PLEX_TV_URL=fake["url"], PLEXSYNC_GDM_ENABLED="false")
-    service_stack.start("scanner")
+    service_stack.start_plex_services(fake["url"])
     chans = {name: service_stack.channel(name) for name in ("catalog", "auth", "scanner")}
     yield chans
     for channel in chans.values():

@@ -39,6 +39,7 @@ class Caller:
     role: Role
     peer: str
     also: frozenset[Role] = frozenset()
+    method: str = ""  # the full gRPC method being handled ("/plexsync.v1.AuthService/AddServer")
 
     @property
     def roles(self) -> frozenset[Role]:
@@ -90,8 +91,8 @@ class ServiceToken:
     digest: bytes  # SHA-256 of the token: what is kept in memory and compared
     also: frozenset[Role] = frozenset()
 
-    def caller(self, peer: str) -> Caller:
-        return Caller(self.identity, self.role, peer, self.also)
+    def caller(self, peer: str, method: str = "") -> Caller:
+        return Caller(self.identity, self.role, peer, self.also, method)
 
 
 def parse_service_tokens(raw: str) -> list[ServiceToken]:

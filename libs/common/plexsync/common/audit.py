@@ -1,8 +1,8 @@
 """The audit log: who changed what, every credential fetch and every refused call, kept in the service's schema.
 
 Domain code records through the small `AuditRecorder` interface (`NO_AUDIT` where nothing is kept); the caller
-(identity, role, peer) comes from `plexsync.common.access.current_caller()`, the RPC's method from
-`current_method()` and the trace id from the current span, so domain code passes only what happened. `AuditLog`
+(identity, role, peer, the RPC's method) comes from `plexsync.common.access.current_caller()` and the trace id from
+the current span, so domain code passes only what happened. `AuditLog`
 writes the row and, when the service relays an outbox, the `AuditEvent` for NATS
 (``plexsync.v1.audit.<service>.<action>``) in one transaction: the event reaches NATS at least once, and only for
 a stored row. The record is written after the change it reports committed, in a transaction of its own (so the
@@ -14,7 +14,6 @@ URLs, never reach a row or an event. Callers still put only non-secret fields in
 
 from __future__ import annotations
 
-import contextvars
 import json
 import re
 import uuid
@@ -25,12 +24,12 @@ from typing import Any, Protocol
 
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry import trace
 from plexsync.common import outbox
 from plexsync.common.access import DeniedCall, current_caller
 from plexsync.common.audit_schema import TABLE
 from plexsync.common.errors import InvalidArgumentError
 from plexsync.common.pagination import decode_token, encode_token, filters_fingerprint, page_size
+from plexsync.common.telemetry import current_trace_id
 from plexsync.v1 import audit_pb2
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -52,17 +51,6 @@ _OUTCOME_PB = {
     Outcome.FAILURE: audit_pb2.AUDIT_OUTCOME_FAILURE,
 }
 _OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_PB.items()}
-
-_current_method: contextvars.ContextVar[str] = contextvars.ContextVar("plexsync_audit_method", default="")
-
-
-def current_method() -> str:
-    """The full gRPC method being handled ("" outside an RPC); set by `audit_server.MethodInterceptor`."""
-    return _current_method.get()
-
-
-def set_current_method(method: str) -> None:
-    _current_method.set(method)
 
 
 def audit_subject(service: str, action: str) -> str:
@@ -135,11 +123,6 @@ _INSERT = text(
 ).bindparams(bindparam("before", type_=JSONB(none_as_null=True)), bindparam("after", type_=JSONB(none_as_null=True)))
 
 
-def _trace_id() -> str:
-    span_context = trace.get_current_span().get_span_context()
-    return f"{span_context.trace_id:032x}" if span_context.is_valid else ""
-
-
 def _timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value)
@@ -206,12 +189,12 @@ class AuditLog:
             actor_identity=caller.identity if caller else "",
             actor_role=caller.role.value if caller else "",
             peer=caller.peer if caller else "",
-            method=current_method(),
+            method=caller.method if caller else "",
             outcome=outcome,
             reason=reason,
             before=before,
             after=after,
-            trace_id=_trace_id(),
+            trace_id=current_trace_id(),
         )
 
     async def record_denied(self, denied: DeniedCall) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from opentelemetry import trace
 from plexsync.common import errors
 from plexsync.common.access import (
     METHOD_POLICY,
@@ -27,6 +26,7 @@ from plexsync.common.access import (
     set_current_caller,
 )
 from plexsync.common.grpc_errors import internal_status, make_status, to_rpc_status
+from plexsync.common.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,38 @@ def _wrap_handler(
         if behavior is not None:
             return handler._replace(**{attr: wrap_call(behavior)})
     return handler
+
+
+def wrap_async_behavior(
+    handler: grpc.RpcMethodHandler, wrap: Callable[[Callable[..., Any], bool], Callable[..., Any]]
+) -> grpc.RpcMethodHandler:
+    """The handler with its async behaviour replaced by `wrap(behavior, streaming_request)`.
+
+    A synchronous behaviour runs in a thread with grpc's own handling; it is left as it is."""
+    for attr in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, attr)
+        if behavior is None:
+            continue
+        if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+            return handler
+        return handler._replace(**{attr: wrap(behavior, attr.startswith("stream_"))})
+    return handler
+
+
+def run_first(behavior: Callable[..., Any], prepare: Callable[[Any], Any]) -> Callable[..., Any]:
+    """`behavior` called with `prepare(request)`: a check that raises a domain error, or wraps a request stream."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
+            async for response in behavior(prepare(request), context):
+                yield response
+
+        return stream_wrapper
+
+    async def wrapper(request: Any, context: Any) -> Any:
+        return await behavior(prepare(request), context)
+
+    return wrapper
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: errors.PlexsyncError) -> None:
@@ -99,8 +131,8 @@ def _guard(behavior: Callable[..., Any], before: Before | None) -> Callable[...,
 
 def internal_error_message() -> str:
     """What a caller sees of an unexpected failure: no internals, but the trace id that finds it in the logs."""
-    span_context = trace.get_current_span().get_span_context()
-    where = f" (trace_id {span_context.trace_id:032x})" if span_context.is_valid else ""
+    trace_id = current_trace_id()
+    where = f" (trace_id {trace_id})" if trace_id else ""
     return f"internal error{where}; see the service log for details"
 
 
@@ -143,7 +175,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
                     "missing or invalid service credentials: send 'authorization: Bearer <token>' with a token "
                     "listed in the server's PLEXSYNC_SERVICE_TOKENS"
                 )
-            caller = token.caller(peer)
+            caller = token.caller(peer, method)
             if allowed is None or not caller.may_call(allowed):
                 reason = (
                     f"{method.rsplit('/', 1)[-1]} has no access policy, so no role may call it"
@@ -166,7 +198,6 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         )
         if self._on_denied is None:
             return
-        span_context = trace.get_current_span().get_span_context()
         denied = DeniedCall(
             identity=caller.identity if caller else None,
             role=caller.role_label if caller else None,
@@ -174,7 +205,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             peer=peer,
             reason=reason,
             code=code,
-            trace_id=f"{span_context.trace_id:032x}" if span_context.is_valid else "",
+            trace_id=current_trace_id(),
         )
         try:
             await self._on_denied(denied)

@@ -6,15 +6,15 @@ other are bounded by their work, and throttling the scanner's write stream would
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from plexsync.common.access import Role, current_caller
 from plexsync.common.errors import ResourceExhaustedError
+from plexsync.common.interceptors import run_first, wrap_async_behavior
 
 
 class RateLimitedError(ResourceExhaustedError):
@@ -52,23 +52,6 @@ class RateLimiter:
         return (1.0 - bucket.tokens) / self.rate
 
 
-def _limited(behavior: Callable[..., Any], limit: Callable[[], None]) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
-            limit()
-            async for response in behavior(request, context):
-                yield response
-
-        return stream_wrapper
-
-    async def wrapper(request: Any, context: Any) -> Any:
-        limit()
-        return await behavior(request, context)
-
-    return wrapper
-
-
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls over a caller's rate with RESOURCE_EXHAUSTED and RetryInfo saying when to come back.
 
@@ -78,10 +61,10 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         self._limiter = limiter
         self._roles = roles
 
-    def _check(self) -> None:
+    def _check(self, request: Any) -> Any:
         caller = current_caller()
         if caller is None or not (caller.roles & self._roles):
-            return
+            return request
         wait = self._limiter.acquire(caller.identity)
         if wait > 0:
             raise RateLimitedError(
@@ -89,6 +72,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
                 f"(bursts of {self._limiter.burst:g}); retry in {wait:.2f} s",
                 retry_after=wait,
             )
+        return request
 
     async def intercept_service(
         self,
@@ -98,11 +82,4 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith("/plexsync."):
             return handler
-        for attr in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            behavior = getattr(handler, attr)
-            if behavior is None:
-                continue
-            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-                return handler
-            return handler._replace(**{attr: _limited(behavior, self._check)})
-        return handler
+        return wrap_async_behavior(handler, lambda behavior, _: run_first(behavior, self._check))

@@ -173,5 +173,11 @@ def client_interceptors() -> list[Any]:
     return list(aio_client_interceptors(filter_=_QUIET_SERVICES))  # type: ignore[no-untyped-call]
 
 
+def current_trace_id() -> str:
+    """The current span's trace id as 32 hex digits (what logs, audit rows and error messages quote); "" outside one."""
+    span_context = trace.get_current_span().get_span_context()
+    return f"{span_context.trace_id:032x}" if span_context.is_valid else ""
+
+
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)

@@ -14,7 +14,6 @@ client still talks to an older server.
 
 from __future__ import annotations
 
-import inspect
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +26,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from plexsync.common.errors import FieldViolation, InvalidArgumentError
+from plexsync.common.interceptors import run_first, wrap_async_behavior
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
@@ -413,36 +413,15 @@ def check(message: Any) -> None:
         raise InvalidArgumentError(found)
 
 
-def _validated_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async def each() -> AsyncIterator[Any]:
-        async for request in requests:
-            check(request)
-            yield request
-
-    return each()
+def _checked(request: Any) -> Any:
+    check(request)
+    return request
 
 
-def _validating(behavior: Callable[..., Any], streaming_request: bool) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream_wrapper(request: Any, context: Any) -> AsyncIterator[Any]:
-            if streaming_request:
-                request = _validated_stream(request)
-            else:
-                check(request)
-            async for response in behavior(request, context):
-                yield response
-
-        return stream_wrapper
-
-    async def wrapper(request: Any, context: Any) -> Any:
-        if streaming_request:
-            request = _validated_stream(request)
-        else:
-            check(request)
-        return await behavior(request, context)
-
-    return wrapper
+async def _validated_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        check(request)
+        yield request
 
 
 class RequestValidationInterceptor(grpc.aio.ServerInterceptor):
@@ -459,11 +438,6 @@ class RequestValidationInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith("/plexsync."):
             return handler
-        for attr in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            behavior = getattr(handler, attr)
-            if behavior is None:
-                continue
-            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-                return handler
-            return handler._replace(**{attr: _validating(behavior, streaming_request=attr.startswith("stream_"))})
-        return handler
+        return wrap_async_behavior(
+            handler, lambda behavior, streaming: run_first(behavior, _validated_stream if streaming else _checked)
+        )

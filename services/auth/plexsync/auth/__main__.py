@@ -16,7 +16,7 @@ from plexsync.auth.server import AuthServicer
 from plexsync.auth.service import AuthDomain
 from plexsync.auth.settings import AuthSettings
 from plexsync.common.audit import AuditLog
-from plexsync.common.audit_server import MethodInterceptor, add_audit_service
+from plexsync.common.audit_server import add_audit_service
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import create_engine, wait_for_database
 from plexsync.common.eventbus import EventBus
@@ -56,7 +56,7 @@ async def serve(settings: AuthSettings, cipher: TokenCipher) -> None:
     vault = Vault(cipher)
     servicer = AuthServicer()
     audit = AuditLog(engine, "auth")
-    app = ServiceApp("auth", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
+    app = ServiceApp("auth", settings, on_denied=audit.record_denied)
     app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.AuthService", auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
     add_audit_service(app, audit)

@@ -16,7 +16,7 @@ from plexsync.catalog.settings import CatalogSettings
 from plexsync.catalog.store import Store
 from plexsync.catalog.writer import Writer
 from plexsync.common.audit import AuditLog
-from plexsync.common.audit_server import MethodInterceptor, add_audit_service
+from plexsync.common.audit_server import add_audit_service
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import libpq_url
 from plexsync.common.eventbus import EventBus
@@ -61,7 +61,7 @@ async def serve(settings: CatalogSettings) -> None:
         row_lock_timeout_ms=settings.row_lock_timeout_ms,
     )
     servicer = CatalogServicer(repository, writer, changelog, hub, etag_chunk=settings.etag_chunk_size)
-    app = ServiceApp("catalog", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
+    app = ServiceApp("catalog", settings, on_denied=audit.record_denied)
     app.add_readiness_check("postgresql", database_check(store.engine))
     app.add_service("plexsync.v1.CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)
     add_audit_service(app, audit)

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from plexsync.common.audit import AuditLog
-from plexsync.common.audit_server import MethodInterceptor, add_audit_service
+from plexsync.common.audit_server import add_audit_service
 from plexsync.common.clients import peer_channel
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import create_engine, wait_for_database
@@ -52,7 +52,7 @@ async def serve(settings: ScannerSettings) -> None:
     relay = OutboxRelay(engine, bus, schema="scanner")
     servicer = ScannerServicer()
     audit = AuditLog(engine, "scanner")  # the scanner records refused calls; its changes are the catalog's
-    app = ServiceApp("scanner", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
+    app = ServiceApp("scanner", settings, on_denied=audit.record_denied)
     app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.ScannerService", scanner_pb2_grpc.add_ScannerServiceServicer_to_server, servicer)
     add_audit_service(app, audit)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from plexsync.common.audit import AuditLog
-from plexsync.common.audit_server import MethodInterceptor, add_audit_service
+from plexsync.common.audit_server import add_audit_service
 from plexsync.common.clients import peer_channel
 from plexsync.common.config import MissingSettingError
 from plexsync.common.db import create_engine, wait_for_database
@@ -99,7 +99,7 @@ async def serve(settings: SchedulerSettings) -> None:
     relay = OutboxRelay(engine, bus, schema="scheduler")
     servicer = SchedulerServicer()
     audit = AuditLog(engine, "scheduler")
-    app = ServiceApp("scheduler", settings, on_denied=audit.record_denied, extra_interceptors=[MethodInterceptor()])
+    app = ServiceApp("scheduler", settings, on_denied=audit.record_denied)
     app.add_readiness_check("postgresql", database_check(engine))
     app.add_service("plexsync.v1.SchedulerService", scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server, servicer)
     add_audit_service(app, audit)
