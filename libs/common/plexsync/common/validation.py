@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -346,6 +347,20 @@ def rule_for(message: Descriptor, field: FieldDescriptor) -> Rule | None:
 _FALLBACK = Text(MAX_FALLBACK_TEXT, multiline=True)
 
 
+@cache
+def _field_rules(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, Rule], ...]:
+    """Each field of a message with its rule, worked out once per message type (requests are on a hot path)."""
+    resolved: list[tuple[FieldDescriptor, Rule]] = []
+    for field in cast(list[FieldDescriptor], list(descriptor.fields)):
+        rule = rule_for(descriptor, field)
+        if rule is None:  # the unit test keeps this from happening; a bounded check rather than none if it does
+            text = field.type == FieldDescriptor.TYPE_STRING
+            rule = (Each(_FALLBACK if text else AnyValue(), 100_000) if field.is_repeated else
+                    _FALLBACK if text else AnyValue())  # fmt: skip
+        resolved.append((field, rule))
+    return tuple(resolved)
+
+
 def violations(message: Message) -> list[FieldViolation]:
     """Every rule the message breaks, as BadRequest field violations (paths like `sections[2]`)."""
     descriptor = cast(Descriptor, message.DESCRIPTOR)
@@ -358,27 +373,21 @@ def violations(message: Message) -> list[FieldViolation]:
         if known is not None and known.name not in wrong_type:
             wrong_type.add(known.name)
             found.append(FieldViolation(known.name, f"has the wrong type: {_type_name(known)} expected"))
-    fields: list[FieldDescriptor] = list(descriptor.fields)
-    for field in fields:
+    for field, rule in _field_rules(descriptor):
         if field.name in wrong_type:
             continue
-        rule = rule_for(descriptor, field)
-        if rule is None:  # the unit test keeps this from happening; a bounded check rather than none if it does
-            text = field.type == FieldDescriptor.TYPE_STRING
-            rule = (Each(_FALLBACK if text else AnyValue(), 100_000) if field.is_repeated else
-                    _FALLBACK if text else AnyValue())  # fmt: skip
         value = getattr(message, field.name)
         if isinstance(rule, Each):
             if len(value) > rule.max_items:
                 found.append(
                     FieldViolation(field.name, f"must have at most {rule.max_items} entries (got {len(value)})")
                 )
-                continue
-            for index, element in enumerate(value):
-                problem = rule.item.problem(element, field)
-                if problem:
-                    found.append(FieldViolation(f"{field.name}[{index}]", problem))
-                    break  # one per list is enough to act on
+            elif not isinstance(rule.item, Nested | AnyValue):  # those check nothing element by element
+                for index, element in enumerate(value):
+                    problem = rule.item.problem(element, field)
+                    if problem:
+                        found.append(FieldViolation(f"{field.name}[{index}]", problem))
+                        break  # one per list is enough to act on
             continue
         if field.type == FieldDescriptor.TYPE_MESSAGE and not field.is_repeated and not message.HasField(field.name):
             continue
