@@ -95,7 +95,9 @@ def test_services_and_addresses_agree_with_the_pods() -> None:
         assert port["port"] == PORTS[name] and port["targetPort"] == "grpc", name
         assert services[name]["spec"]["clusterIP"] == "None", name  # headless: clients balance over the pods
         assert services[name]["spec"]["selector"] == {"app.kubernetes.io/name": name}
-        assert config[f"PLEXSYNC_{name.upper()}_ADDR"] == f"{name}.plexsync.svc.cluster.local:{PORTS[name]}", name
+        assert config[f"PLEXSYNC_{name.upper()}_ADDR"] == f"dns:///{name}.plexsync.svc.cluster.local:{PORTS[name]}", (
+            name
+        )
     scheduler_env = {e["name"] for e in _container(_base("Deployment")["scheduler"])["env"]} | set(config)
     assert {"NATS_URL", "PLEXSYNC_CATALOG_ADDR", "PLEXSYNC_SCANNER_ADDR", "PLEXSYNC_AUTH_ADDR"} <= scheduler_env
 

@@ -237,7 +237,9 @@ def test_services_are_headless_and_addresses_name_them() -> None:
             service = _find(objects, "Service", name)
             assert service["spec"]["clusterIP"] == "None", name  # every pod's address, for round_robin
             port = service["spec"]["ports"][0]["port"]
-            assert config[f"PLEXSYNC_{name.upper()}_ADDR"] == f"{name}.plexsync.svc.cluster.local:{port}"
+            assert (
+                config[f"PLEXSYNC_{name.upper()}_ADDR"] == f"dns:///{name}.plexsync.svc.cluster.local:{port}"
+            )  # balanced
 
 
 def test_migration_jobs_run_each_schema_and_the_services_only_check_it() -> None:

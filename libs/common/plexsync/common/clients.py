@@ -14,26 +14,25 @@ from plexsync.common.tls import client_credentials
 
 T = TypeVar("T")
 
-# Transparent retries for calls that failed before reaching the peer's handler logic, and round_robin over every
-# address the name resolves to: a Kubernetes headless Service's DNS name lists every ready pod, so calls spread
-# over the replicas instead of riding one long-lived HTTP/2 connection to whichever pod a ClusterIP picked.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
-)
+# Transparent retries for calls that failed before reaching the peer's handler logic.
+_RETRY_POLICY = {
+    "name": [{}],
+    "retryPolicy": {
+        "maxAttempts": 4,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    },
+}
+_SERVICE_CONFIG = json.dumps({"methodConfig": [_RETRY_POLICY]})
+# round_robin over every address a name resolves to, for addresses written with a resolver scheme
+# (`dns:///catalog.plexsync.svc.cluster.local:50051`, `ipv4:10.0.0.1:50051,10.0.0.2:50051`): a Kubernetes headless
+# Service's DNS name lists every ready pod, so calls spread over the replicas instead of riding one long-lived
+# HTTP/2 connection to whichever pod a ClusterIP picked. A bare `host:port` keeps pick_first: one server, and a
+# connection lost to a restart is re-made by the next call instead of sitting out round_robin's reconnect backoff.
+_BALANCED_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [_RETRY_POLICY]})
+_BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 
 
 class _BearerHeader:
@@ -92,7 +91,7 @@ def service_channel(address: str, token: str, credentials: grpc.ChannelCredentia
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.service_config", _BALANCED_SERVICE_CONFIG if address.startswith(_BALANCED_SCHEMES) else _SERVICE_CONFIG),
         ("grpc.service_config_disable_resolution", 1),  # ours, not one from a DNS TXT record
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
