@@ -86,10 +86,14 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
     pytest.fail(f"no {what} within {timeout:.0f}s")
 
 
-def set_plex_latency(fakeplex: tuple[ChildProcess, dict[str, Any]], latency_ms: float) -> None:
+def hold_metadata(fakeplex: tuple[ChildProcess, dict[str, Any]], latency_ms: float) -> None:
+    """Delay every full-metadata answer by ``latency_ms`` (0 clears the fault rules)."""
+
     async def apply() -> None:
         async with FakePlexControl(fakeplex[1]["url"]) as control:
-            await control.set_latency(latency_ms)
+            await control.clear_faults()
+            if latency_ms:
+                await control.add_fault("latency", path_prefix="/library/metadata/", latency_ms=latency_ms)
 
     asyncio.run(apply())
 
@@ -197,7 +201,9 @@ def test_cancel_stops_a_watched_job_and_a_second_sync_returns_it(
     stack: ServiceStack, server_id: str, fakeplex: tuple[ChildProcess, dict[str, Any]]
 ) -> None:
     movies = library_ids(stack)["movies"]
-    set_plex_latency(fakeplex, 500)  # a deep scan of 30 movies now takes seconds, time enough to cancel it
+    # Metadata answers take 25 s (under the scanner's 30 s read timeout): the deep scan is certain to be running
+    # when it is cancelled, however slow the machine, and cancelling it aborts the request it waits on.
+    hold_metadata(fakeplex, 25_000)
     try:
         watcher = subprocess.Popen(
             [sys.executable, "-m", "plexsync.cli", "sync", "--library", movies, "--deep", "--wait", "--json"],
@@ -218,7 +224,7 @@ def test_cancel_stops_a_watched_job_and_a_second_sync_returns_it(
         assert watcher.returncode == 1, err
         assert [(j["id"], j["status"]) for j in json.loads(out)] == [(job["id"], "JOB_STATUS_CANCELLED")]
     finally:
-        set_plex_latency(fakeplex, 0)
+        hold_metadata(fakeplex, 0)
     assert cli_json(stack, "jobs", "show", job["id"])["status"] == "JOB_STATUS_CANCELLED"
     ended = run_cli(stack, "jobs", "cancel", job["id"])
     assert ended.returncode == 1 and "already ended" in ended.stderr
