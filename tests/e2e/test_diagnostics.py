@@ -48,6 +48,16 @@ def control(fakeplex: dict[str, Any]) -> FakePlexControl:
     return FakePlexControl(str(fakeplex["control_url"]))
 
 
+async def clear_requests(fakeplex: dict[str, Any]) -> None:
+    async with control(fakeplex) as ctl:
+        await ctl.clear_requests()
+
+
+async def requests_to(fakeplex: dict[str, Any], path_prefix: str) -> list[dict[str, Any]]:
+    async with control(fakeplex) as ctl:
+        return await ctl.requests(path_prefix=path_prefix)
+
+
 def listeners(fakeplex: dict[str, Any]) -> dict[str, str]:
     return {name: entry["uri"] for name, entry in fakeplex["listeners"].items()}
 
@@ -112,7 +122,9 @@ def test_servers_check_every_connection(stack: ServiceStack, server_id: str, fak
     assert "wins" in table.stdout and "verified" in table.stdout
 
 
-def test_servers_check_unreachable_connection(stack: ServiceStack, server_id: str, fakeplex: dict[str, Any]) -> None:
+def test_servers_check_unreachable_connection(
+    stack: ServiceStack, server_id: str, fakeplex: dict[str, Any], libraries: dict[str, dict[str, Any]]
+) -> None:
     urls = listeners(fakeplex)
 
     async def set_local(state: Literal["up", "down"]) -> None:
@@ -131,6 +143,12 @@ def test_servers_check_unreachable_connection(stack: ServiceStack, server_id: st
         table = run(stack, "servers", "check", server_id)
         row = next(line for line in table.stdout.splitlines() if urls["https"] in line)
         assert "wins" in row
+        # The scanner trusts what auth trusts (PLEXSYNC_PLEX_CA_BUNDLE): a sync over the https connection works.
+        asyncio.run(clear_requests(fakeplex))
+        [job] = run_json(stack, "sync", "--library", libraries["movies"]["id"], "--deep", "--wait")
+        assert job["status"] == "JOB_STATUS_SUCCEEDED", job
+        listeners_used = {r["listener"] for r in asyncio.run(requests_to(fakeplex, "/library/"))}
+        assert listeners_used == {"https"}, listeners_used
     finally:
         asyncio.run(set_local("up"))
     assert run_json(stack, "servers", "check", server_id)["chosen"]["uri"] == urls["local"]

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from plexsync.auth.plex_api import ClientHeaders, PlexHttp, PlexHttpError, PlexServerApi, tls_verify
+from plexsync.auth.plex_api import ClientHeaders, PlexHttp, PlexHttpError, PlexServerApi
 from plexsync.auth.settings import AuthSettings
+from plexsync.common.plex_tls import plex_ssl_context
 from plexsync.fakeplex import FakePlex, LibrarySpec
 from pydantic import ValidationError
 
@@ -29,14 +30,14 @@ async def identity(fp: FakePlex, verify: object) -> str:
 
 async def test_untrusted_certificate_is_a_clear_error(fp: FakePlex) -> None:
     with pytest.raises(PlexHttpError) as info:
-        await identity(fp, tls_verify(True))
+        await identity(fp, plex_ssl_context(True))
     assert info.value.kind == "connect" and "TLS certificate not trusted" in str(info.value)
 
 
 async def test_ca_bundle_makes_the_server_trusted(fp: FakePlex) -> None:
     assert fp.tls is not None
-    assert await identity(fp, tls_verify(True, str(fp.tls.ca_file))) == fp.machine_identifier
-    assert await identity(fp, tls_verify(False)) == fp.machine_identifier, "PLEXSYNC_PLEX_VERIFY_TLS=false"
+    assert await identity(fp, plex_ssl_context(True, str(fp.tls.ca_file))) == fp.machine_identifier
+    assert await identity(fp, plex_ssl_context(False)) == fp.machine_identifier, "PLEXSYNC_PLEX_VERIFY_TLS=false"
 
 
 async def test_ca_bundle_setting_is_checked_at_start_up(fp: FakePlex, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from plexsync.auth.plex_api import ClientHeaders, PlexHttp, PlexHttpError, PlexServerApi, tls_verify
+from plexsync.auth.plex_api import ClientHeaders, PlexHttp, PlexHttpError, PlexServerApi
+from plexsync.common.plex_tls import plex_ssl_context
 from plexsync.fakeplex import FakePlex, LibrarySpec
 
 
@@ -17,7 +18,7 @@ async def fp() -> AsyncIterator[FakePlex]:
 
 
 async def test_the_message_names_the_host_and_why_the_certificate_failed(fp: FakePlex) -> None:
-    http = PlexHttp(ClientHeaders("cid-tls-reason"), timeout=3, verify=tls_verify(True))
+    http = PlexHttp(ClientHeaders("cid-tls-reason"), timeout=3, verify=plex_ssl_context(True))
     uri = fp.listeners["https"].uri
     try:
         with pytest.raises(PlexHttpError) as info:

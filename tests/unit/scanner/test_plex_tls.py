@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 import httpx
 import pytest
+from plexsync.common.plex_tls import plex_ssl_context
 from plexsync.fakeplex import FakePlex, LibrarySpec
 from plexsync.scanner.plex_client import (
     PlexCertificateError,
     PlexClient,
     PlexCredentials,
     certificate_failure,
-    tls_context,
 )
 from plexsync.scanner.realtime.watcher import NOTIFICATIONS_PATH, _describe
+from plexsync.scanner.settings import ScannerSettings
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +39,14 @@ async def test_untrusted_certificate_names_the_host_and_is_not_retried(fp: FakeP
     assert fp.token not in message
 
 
-async def test_trusted_certificate_works(fp: FakePlex, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_trusted_certificate_works(fp: FakePlex) -> None:
+    """PLEXSYNC_PLEX_CA_BUNDLE, as the scanner's settings hand it to every Plex client."""
     assert fp.tls is not None
-    trusting = ssl.create_default_context(cafile=str(fp.tls.ca_file))
-    monkeypatch.setattr("plexsync.scanner.plex_client.tls_context", lambda: trusting)
-    async with PlexClient(PlexCredentials(fp.listeners["https"].uri, fp.token)) as plex:
+    settings = ScannerSettings(PLEXSYNC_PLEX_CA_BUNDLE=str(fp.tls.ca_file))  # type: ignore[call-arg]
+    async with PlexClient(PlexCredentials(fp.listeners["https"].uri, fp.token), verify=settings.plex_tls()) as plex:
+        assert (await plex.server_info()).machine_identifier == fp.machine_identifier
+    unverified = ScannerSettings(PLEXSYNC_PLEX_VERIFY_TLS="false").plex_tls()  # type: ignore[call-arg]
+    async with PlexClient(PlexCredentials(fp.listeners["https"].uri, fp.token), verify=unverified) as plex:
         assert (await plex.server_info()).machine_identifier == fp.machine_identifier
 
 
@@ -63,7 +67,7 @@ async def test_the_notification_stream_says_the_same(fp: FakePlex) -> None:
     https = fp.listeners["https"].uri
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
-            await session.ws_connect(https + NOTIFICATIONS_PATH, ssl=tls_context())
+            await session.ws_connect(https + NOTIFICATIONS_PATH, ssl=plex_ssl_context())
     host_port = https.removeprefix("https://")
     assert _describe(info.value) == (
         f"Plex at {host_port}: the TLS certificate could not be verified (self-signed certificate in certificate chain)"

@@ -10,7 +10,7 @@ import sys
 from plexsync.auth.crypto import KeyConfigError, TokenCipher, TokenDecryptionError
 from plexsync.auth.events import NatsServerEvents
 from plexsync.auth.migrate import MIGRATIONS
-from plexsync.auth.plex_api import ClientHeaders, PlexHttp, tls_verify
+from plexsync.auth.plex_api import ClientHeaders, PlexHttp
 from plexsync.auth.repository import Vault, client_identifier, migrate
 from plexsync.auth.server import AuthServicer
 from plexsync.auth.service import AuthDomain
@@ -71,7 +71,7 @@ async def serve(settings: AuthSettings, cipher: TokenCipher) -> None:
         http = PlexHttp(
             ClientHeaders(identifier, device_name=settings.device_name),
             timeout=settings.plex_timeout_seconds,
-            verify=tls_verify(settings.plex_verify_tls, settings.plex_ca_bundle),
+            verify=settings.plex_tls(),
         )
         http_holder.append(http)
         await bus.connect()

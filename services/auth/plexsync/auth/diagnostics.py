@@ -16,7 +16,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from plexsync.auth.models import Account, Server, Token
-from plexsync.auth.plex_api import PlexHttpError, PlexUnauthorizedError, tls_verify
+from plexsync.auth.plex_api import PlexHttpError, PlexUnauthorizedError
 from plexsync.auth.ranking import ConnectionKind, Probe, rank_key
 from plexsync.auth.service import AuthDomain, CheckResult
 from sqlalchemy import select
@@ -110,7 +110,7 @@ class AuthDiagnostics:
         """The trust every Plex request uses (built once: loading the CA store is not free)."""
         if self._context is None:
             settings = self.domain.settings
-            verify = tls_verify(settings.plex_verify_tls, settings.plex_ca_bundle)
+            verify = settings.plex_tls()
             if isinstance(verify, bool):
                 return None
             self._context = verify

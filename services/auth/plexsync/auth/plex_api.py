@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -106,22 +105,6 @@ def _connect_reason(exc: BaseException) -> str:
         if needle in text:
             return reason
     return type(exc).__name__
-
-
-def tls_verify(verify: bool, ca_bundle: str = "") -> bool | ssl.SSLContext:
-    """What httpx's ``verify`` gets: False, or a context trusting httpx's usual CAs (certifi, or SSL_CERT_FILE /
-    SSL_CERT_DIR) plus ``ca_bundle`` (a PEM file or a hashed directory).
-
-    One context is built once and shared by every client (building one reads the whole CA store)."""
-    if not verify:
-        return False
-    ctx = httpx.create_ssl_context()
-    if ca_bundle:
-        if Path(ca_bundle).is_dir():
-            ctx.load_verify_locations(capath=ca_bundle)
-        else:
-            ctx.load_verify_locations(cafile=ca_bundle)
-    return ctx
 
 
 class PlexHttp:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
-from pathlib import Path
-
-from plexsync.common.config import CommonSettings
+from plexsync.common.plex_tls import PlexTlsSettings
 from pydantic import Field, SecretStr, field_validator
 
 
-class AuthSettings(CommonSettings):
+class AuthSettings(PlexTlsSettings):
     """Everything the auth service reads from the environment."""
 
     plex_tv_url: str = Field(default="https://plex.tv", validation_alias="PLEXSYNC_PLEX_TV_URL")
@@ -18,9 +15,6 @@ class AuthSettings(CommonSettings):
     token_keys: SecretStr = Field(default=SecretStr(""), validation_alias="PLEXSYNC_TOKEN_KEYS")
     probe_timeout_seconds: float = Field(default=3.0, gt=0, validation_alias="PLEXSYNC_PROBE_TIMEOUT_SECONDS")
     plex_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="PLEXSYNC_PLEX_TIMEOUT_SECONDS")
-    plex_verify_tls: bool = Field(default=True, validation_alias="PLEXSYNC_PLEX_VERIFY_TLS")
-    # PEM file (or c_rehash'ed directory) of CA certificates trusted for Plex HTTPS, on top of the usual ones.
-    plex_ca_bundle: str = Field(default="", validation_alias="PLEXSYNC_PLEX_CA_BUNDLE")
     pin_poll_interval_seconds: float = Field(default=1.0, gt=0, validation_alias="PLEXSYNC_PIN_POLL_INTERVAL_SECONDS")
     gdm_enabled: bool = Field(default=True, validation_alias="PLEXSYNC_GDM_ENABLED")
     gdm_port: int = Field(default=32414, gt=0, lt=65536, validation_alias="PLEXSYNC_GDM_PORT")
@@ -34,25 +28,6 @@ class AuthSettings(CommonSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, not {value!r}")
-        return value
-
-    @field_validator("plex_ca_bundle")
-    @classmethod
-    def _ca_bundle_loads(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return ""
-        path = Path(value)
-        if not path.exists():
-            raise ValueError(f"{value} does not exist (expected a PEM file of CA certificates)")
-        try:
-            ctx = ssl.create_default_context()
-            if path.is_dir():
-                ctx.load_verify_locations(capath=str(path))
-            else:
-                ctx.load_verify_locations(cafile=str(path))
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"{value} holds no usable PEM CA certificate ({exc.__class__.__name__})") from None
         return value
 
     def gdm_targets(self) -> list[str]:

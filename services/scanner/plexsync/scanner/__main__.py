@@ -121,6 +121,7 @@ def realtime_supervisor(
         debounce=settings.realtime_debounce_seconds,
         max_wait=settings.realtime_max_wait_seconds,
         metadata_batch=settings.scan_metadata_batch,
+        tls=settings.plex_tls(),
     )
 
     def make_watcher(server_id: str, lease: Lease) -> ServerWatcher:

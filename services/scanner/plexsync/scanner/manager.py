@@ -182,6 +182,7 @@ class ScanManager:
             backoff=s.plex_backoff_seconds,
             concurrency=s.scan_concurrency,
             stats=stats,
+            verify=s.plex_tls(),
         )
 
     # ------------------------------------------------------------------ lifecycle

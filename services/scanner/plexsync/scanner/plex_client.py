@@ -17,7 +17,6 @@ page of nothing new (a server that ignores the offset) fails the listing.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import re
@@ -31,6 +30,7 @@ import httpx
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from plexsync.common.metrics import METRICS
+from plexsync.common.plex_tls import plex_ssl_context
 from plexsync.scanner.plex_models import (
     MetadataPage,
     PlexMetadata,
@@ -149,7 +149,9 @@ class PlexClient:
         stats: ScanStats | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         malformed_retries: int = 1,
+        verify: ssl.SSLContext | bool | None = None,
     ) -> None:
+        """``verify``: the trust for HTTPS (`plex_ssl_context`; None = the usual CAs, False = no verification)."""
         self._creds = credentials
         # Requests, bytes and time per category, for the scan this client serves.
         self.stats = stats if stats is not None else ScanStats()
@@ -175,7 +177,7 @@ class PlexClient:
         }
         self._http = httpx.AsyncClient(
             base_url=credentials.base_url.rstrip("/"),
-            verify=tls_context(),
+            verify=plex_ssl_context() if verify is None else verify,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
@@ -463,12 +465,6 @@ def _host(url: str) -> str:
     """scheme://host:port of a base URL (what a message may name)."""
     u = httpx.URL(url)
     return f"{u.scheme}://{u.host}:{u.port}" if u.port else f"{u.scheme}://{u.host}"
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: building one loads the CA bundle (~50-100 ms, per client)."""
-    return httpx.create_ssl_context()
 
 
 _IDS = re.compile(r"/[0-9][0-9,]*(?=/|$)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from plexsync.common.config import CommonSettings
+from plexsync.common.plex_tls import PlexTlsSettings
 from pydantic import Field
 
 
-class ScannerSettings(CommonSettings):
-    """CommonSettings plus the knobs of a scan."""
+class ScannerSettings(PlexTlsSettings):
+    """PlexTlsSettings (Plex HTTPS trust, as auth has it) plus the knobs of a scan."""
 
     scan_page_size: int = Field(default=500, ge=1, le=10_000, validation_alias="PLEXSYNC_SCAN_PAGE_SIZE")
     scan_concurrency: int = Field(default=8, ge=1, le=256, validation_alias="PLEXSYNC_SCAN_CONCURRENCY")

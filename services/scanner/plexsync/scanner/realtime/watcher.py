@@ -30,13 +30,13 @@ import aiohttp
 from opentelemetry import trace
 from plexsync.common.eventbus import item_subject
 from plexsync.common.metrics import METRICS
+from plexsync.common.plex_tls import plex_ssl_context
 from plexsync.scanner.paths import FileStates, PathMapper
 from plexsync.scanner.plex_client import (
     PlexClient,
     PlexCredentials,
     PlexUnauthorizedError,
     certificate_failure,
-    tls_context,
 )
 from plexsync.scanner.realtime.applier import BatchApplier, RealtimeCatalog
 from plexsync.scanner.realtime.batcher import ChangeBatcher, SectionBatch
@@ -81,6 +81,8 @@ class WatcherOptions:
     max_wait: float = 1.0
     max_keys: int = 500
     metadata_batch: int = 50
+    # The trust for an https stream, as the scans' Plex clients have it (None: the usual CAs; False: unverified).
+    tls: ssl.SSLContext | bool | None = None
 
 
 @dataclass(slots=True)
@@ -328,7 +330,7 @@ class NotificationConnection:
                              "Accept": "application/json"},
                     heartbeat=w.options.heartbeat,
                     timeout=timeout,
-                    ssl=_ssl_for(url),
+                    ssl=_ssl_for(url, w.options.tls),
                     autoping=True,
                 )
             )  # fmt: skip
@@ -341,8 +343,10 @@ class NotificationConnection:
         await self._stack.aclose()
 
 
-def _ssl_for(url: str) -> ssl.SSLContext | bool:
-    return tls_context() if url.startswith("https:") else False
+def _ssl_for(url: str, tls: ssl.SSLContext | bool | None) -> ssl.SSLContext | bool:
+    if not url.startswith("https:"):
+        return False
+    return plex_ssl_context() if tls is None else tls
 
 
 def _describe(exc: BaseException) -> str:
