@@ -73,6 +73,9 @@ SCANNER_ENV = {
     "PLEXSYNC_SCAN_PROGRESS_INTERVAL_SECONDS": "0.2",
 }
 # Server A: 12 movie sections (the first slow and bigger, for the kill test); server B: 8.
+# A listing page held this long (under the scanner's 30 s Plex timeout) keeps a scan surely running while a test kills
+# or cancels it, however loaded the machine; the tests clear the fault (or the cancel aborts the request) right after.
+HOLD_MS = 20_000
 SPEC_A: dict[str, Any] = {"seed": 3, "sections": [{"kind": "movie", "title": "Slow", "count": 60}]
           + [{"kind": "movie", "title": f"A{i}", "count": 4} for i in range(1, 12)]}  # fmt: skip
 SPEC_B: dict[str, Any] = {"seed": 4, "sections": [{"kind": "movie", "title": f"B{i}", "count": 4} for i in range(8)]}
@@ -313,7 +316,7 @@ async def test_a_scanner_killed_mid_job_has_the_job_finished_by_the_other(
 ) -> None:
     slow = next(lib for lib in await libraries(stubs) if lib.name == "Slow")
     async with FakePlexControl(fakes[0]["url"]) as ctl:
-        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=500)
+        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=HOLD_MS)
         try:
             request = scheduler_pb2.TriggerSyncRequest(library_id=slow.id, mode=common_pb2.SCAN_MODE_DEEP)
             job_id = (await stubs["scheduler"].TriggerSync(request)).jobs[0].id
@@ -454,7 +457,7 @@ async def test_cancel_stops_a_running_job_on_whichever_scanner_runs_it(
 ) -> None:
     slow = next(lib for lib in await libraries(stubs) if lib.name == "Slow")
     async with FakePlexControl(fakes[0]["url"]) as ctl:
-        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=500)
+        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=HOLD_MS)
         try:
             request = scheduler_pb2.TriggerSyncRequest(library_id=slow.id, mode=common_pb2.SCAN_MODE_DEEP)
             job_id = (await stubs["scheduler"].TriggerSync(request)).jobs[0].id
@@ -518,7 +521,7 @@ async def test_a_job_whose_every_delivery_dies_fails_with_the_reason(
     the job, with a reason; the scanners are restarted each time, so only the job is lost, never a scanner."""
     slow = next(lib for lib in await libraries(stubs) if lib.name == "Slow")
     async with FakePlexControl(fakes[0]["url"]) as ctl:
-        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=800)
+        await ctl.add_fault("latency", path_prefix=f"/library/sections/{slow.plex_key}/all", latency_ms=HOLD_MS)
         try:
             request = scheduler_pb2.TriggerSyncRequest(library_id=slow.id, mode=common_pb2.SCAN_MODE_DEEP)
             triggered = (await stubs["scheduler"].TriggerSync(request)).jobs[0]
