@@ -365,6 +365,34 @@ class Cluster:
             await nc.close()
         return kinds
 
+    async def scan_lifecycle(self, scan_id: str, library_id: str) -> list[events_pb2.ScanEvent]:
+        """The lifecycle events the events stream holds for a scan now, in stream order: the library's scan
+        subjects are read from the stream's start to its last message (no waiting for more)."""
+        nc = await nats.connect(self.stack.nats_url, connect_timeout=2, max_reconnect_attempts=3)
+        found: list[events_pb2.ScanEvent] = []
+        try:
+            sub = await nc.jetstream().subscribe(
+                f"plexsync.v1.scan.{library_id}.*", ordered_consumer=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+            )  # fmt: skip
+            while True:
+                msg = await sub.next_msg(timeout=10)
+                event = events_pb2.ScanEvent.FromString(msg.data)
+                if event.scan_id == scan_id and event.WhichOneof("payload") in LIFECYCLE:
+                    found.append(event)
+                if msg.metadata.num_pending == 0:
+                    break
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+        return found
+
+    async def outbox_depth(self, schema: str) -> int:
+        """Events a service's outbox still holds (written, not yet acknowledged by JetStream)."""
+        async with await psycopg.AsyncConnection.connect(self.stack.database_url) as conn:
+            row = await (await conn.execute(f"SELECT count(*) FROM {schema}.outbox")).fetchone()
+        return int(row[0]) if row else 0
+
     # ------------------------------------------------------------------ the check
     async def settled(self, within: float = 60) -> None:
         """No job and no scan left active (PENDING, QUEUED, RUNNING) within `within` seconds."""

@@ -1,5 +1,6 @@
 """SIGKILL each service, and PostgreSQL, in the middle of a scan; restart it on the same port; the next sync
-converges (the catalog is exactly Plex's library, nothing stuck RUNNING, lost, doubled or wrongly missing)."""
+converges (the catalog is exactly Plex's library, nothing stuck RUNNING, lost, doubled or wrongly missing).
+A killed scanner's scan is reaped by the next scanner, which publishes its `failed` event exactly once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import psycopg
 import pytest
-from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
+from plexsync.scanner.events import REAPED_CODE, reaped_event_id
+from plexsync.scanner.repository import REAPED_REASON
+from plexsync.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, events_pb2
 
-from tests.faults.harness import DEEP, FNF, Cluster, PrivateNats, running_cluster
+from tests.faults.harness import DEEP, FNF, Cluster, PrivateNats, eventually, running_cluster
 from tests.integration.scanner.support import catalog_items
 
 pytestmark = pytest.mark.timeout(180)
@@ -42,16 +45,34 @@ async def cluster(processes: Cluster) -> AsyncIterator[Cluster]:
 async def test_a_scanner_killed_mid_scan_fails_its_scan_and_the_job_is_retried(cluster: Cluster) -> None:
     jobs = await cluster.trigger(DEEP)
     victim = await cluster.mid_scan()
+    assert victim.job_id in jobs
     await cluster.kill("scanner")
-    await cluster.restart("scanner")
+    await cluster.restart("scanner")  # the new process reaps the dead one's scan at start-up
     ended = await cluster.ended(jobs, within=60)
     assert all(j.status in (common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED) for j in ended)
+    # The reaper's `failed` event is no end of the job: the scheduler requeues it and the redelivery completes it.
+    retried = next(j for j in ended if j.id == victim.job_id)
+    assert retried.status == common_pb2.JOB_STATUS_SUCCEEDED and retried.attempt >= 2, retried
     await cluster.converge()
     dead = [s for s in await cluster.scans() if s.id == victim.id]
     assert dead and dead[0].status == common_pb2.SCAN_STATUS_FAILED, dead
-    # Nothing claims the dead scanner's scan completed. (Its end is the FAILED row, with no event: a `failed`
-    # event would read to the scheduler as the end of the job that JetStream is redelivering to another scanner.)
-    assert await cluster.lifecycle_events(victim.id, until="completed", within=3) == ["started"]
+    assert REAPED_REASON in dead[0].error, dead[0].error
+
+    async def announced() -> list[events_pb2.ScanEvent] | None:
+        if await cluster.outbox_depth("scanner"):
+            return None  # something is still on its way; a repeat of the event could be among it
+        events = await cluster.scan_lifecycle(victim.id, victim.library_id)
+        return events if any(e.WhichOneof("payload") == "failed" for e in events) else None
+
+    # The reaper announced the end no scanner else would: one `failed` event, the reaper's reason, nothing after.
+    events = await eventually(announced, 30, f"the reaped scan {victim.id} has its failed event on NATS")
+    assert [e.WhichOneof("payload") for e in events] == ["started", "failed"], events
+    failed = events[1]
+    assert failed.event_id == reaped_event_id(victim.id)
+    assert failed.failed.error == dead[0].error and failed.failed.code == REAPED_CODE
+    sent = (failed.job_id, failed.library_id, failed.server_id, failed.mode)
+    assert sent == (victim.job_id, victim.library_id, victim.server_id, victim.mode)
+    assert failed.failed.counts == dead[0].counts  # the last heartbeat's
 
 
 @pytest.mark.parametrize("service", ["catalog", "auth", "scheduler"])

@@ -29,7 +29,9 @@ from plexsync.common.eventbus import JOB_CANCEL_SUBJECT, SCAN_JOB_CONSUMER, SCAN
 from plexsync.devstack.infra import free_port
 from plexsync.devstack.process import ChildProcess, start_service
 from plexsync.fakeplex import FakePlexControl
+from plexsync.scanner.events import REAPED_CODE
 from plexsync.scanner.jobs import SHUTDOWN_REASON
+from plexsync.scanner.repository import REAPED_REASON
 from plexsync.v1 import auth_pb2, auth_pb2_grpc, common_pb2, events_pb2, scanner_pb2, scanner_pb2_grpc
 
 from tests.integration.scanner.support import catalog_items, comparable, expected_item, fakeplex_items, fakeplex_process
@@ -191,8 +193,11 @@ class Events:
 
 
 def _final(e: events_pb2.ScanEvent) -> bool:
+    """Terminal, and not handed back to the queue: neither a requeued cancel nor a reaper's `failed` (the scan's
+    scanner died; JetStream redelivers the job)."""
     kind = e.WhichOneof("payload")
-    return kind in TERMINAL and not (kind == "cancelled" and e.cancelled.requeued)
+    handed_back = (kind == "cancelled" and e.cancelled.requeued) or (kind == "failed" and e.failed.code == REAPED_CODE)
+    return kind in TERMINAL and not handed_back
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +357,11 @@ async def test_a_killed_scanners_job_is_redelivered_and_the_catalog_converges(
     starts = [e.started for e in got if e.WhichOneof("payload") == "started"]
     assert [s.attempt for s in starts] == [1, 2] and starts[1].replica != starts[0].replica
     assert got[-1].WhichOneof("payload") == "completed"
+    # The dead scanner's scan was announced by the scanner that reaped it, once, before the retry began.
+    dead = [e for e in got if e.scan_id == first.scan_id]
+    assert [e.WhichOneof("payload") for e in dead] == ["started", "failed"], dead
+    assert dead[1].failed.code == REAPED_CODE and REAPED_REASON in dead[1].failed.error
+    assert got.index(dead[1]) < got.index(next(e for e in got if e.started.attempt == 2))
     assert asyncio.get_running_loop().time() - killed_at < ACK_WAIT + 15
     scans = {s.attempt: s for s in await scans_of_job(scanners, lib.id, job_id)}
     assert scans[1].status == common_pb2.SCAN_STATUS_FAILED and scans[2].status == common_pb2.SCAN_STATUS_COMPLETED

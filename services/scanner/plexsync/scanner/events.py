@@ -6,6 +6,10 @@ scan runs. Progress and item_error events, and the real-time watcher's ItemChang
 in-memory queue to one background publisher per process, in order, retried a few times, then dropped (progress
 is superseded by the next one; the catalog's WatchChanges is the durable feed of item changes).
 JetStream de-duplicates on Nats-Msg-Id = event_id.
+
+A scan whose scanner died ends without its scanner: the replica that reaps it (repository.ScanRepository.reap)
+writes its `failed` event (`reaped_failed_event`, built like any other failed event) to the outbox in the same
+transaction as the row's FAILED status, with an event_id derived from the scan id.
 """
 
 from __future__ import annotations
@@ -41,6 +45,79 @@ def scan_subject(library_id: str, kind: str) -> str:
 
 def event_kind(event: events_pb2.ScanEvent) -> str:
     return event.WhichOneof("payload") or ""
+
+
+# Namespace of the event ids of reaped scans' `failed` events (uuid5 of the scan id): every reaper builds the same.
+REAPED_EVENT_NAMESPACE = uuid.UUID("5d0f3c1e-7a43-4d2b-9a55-3f1e0c7b9a21")
+# The gRPC code name a reaped scan's `failed` event carries: the scan was aborted with its scanner; the scheduler
+# requeues its job (JetStream redelivers it to another scanner) rather than failing it.
+REAPED_CODE = "ABORTED"
+
+
+def new_event(
+    *,
+    scan_id: str,
+    library_id: str,
+    server_id: str,
+    mode: common_pb2.ScanMode.ValueType,
+    job_id: str = "",
+    event_id: str = "",
+) -> events_pb2.ScanEvent:
+    """A scan's event without payload, stamped now; a random event_id unless one is given."""
+    e = events_pb2.ScanEvent(
+        event_id=event_id or str(uuid.uuid4()),
+        scan_id=scan_id,
+        library_id=library_id,
+        server_id=server_id,
+        mode=mode,
+        job_id=job_id,
+    )
+    e.time.FromNanoseconds(time.time_ns())
+    return e
+
+
+def set_failed(
+    event: events_pb2.ScanEvent,
+    counts: common_pb2.ScanCounts,
+    error: str,
+    server_name: str,
+    code: str,
+    stats: common_pb2.ScanStats,
+) -> events_pb2.ScanEvent:
+    """Make `event` a `failed` event (the one builder of ScanFailed payloads)."""
+    event.failed.CopyFrom(
+        events_pb2.ScanFailed(counts=counts, error=error, server_name=server_name, code=code, stats=stats)
+    )
+    return event
+
+
+def reaped_event_id(scan_id: str) -> str:
+    """The event_id of a reaped scan's `failed` event: the same for every reaper, so JetStream drops a repeat."""
+    return str(uuid.uuid5(REAPED_EVENT_NAMESPACE, scan_id))
+
+
+def reaped_failed_event(
+    *,
+    scan_id: str,
+    library_id: str,
+    server_id: str,
+    mode: common_pb2.ScanMode.ValueType,
+    job_id: str,
+    counts: common_pb2.ScanCounts,
+    stats: common_pb2.ScanStats,
+    error: str,
+) -> events_pb2.ScanEvent:
+    """The `failed` event of a scan whose scanner died: its last persisted counts and stats, the reaper's reason,
+    code `REAPED_CODE` and a deterministic event_id (`reaped_event_id`)."""
+    event = new_event(
+        scan_id=scan_id,
+        library_id=library_id,
+        server_id=server_id,
+        mode=mode,
+        job_id=job_id,
+        event_id=reaped_event_id(scan_id),
+    )
+    return set_failed(event, counts, error, "", REAPED_CODE, stats)
 
 
 class ScanFeed:
@@ -177,16 +254,13 @@ class ScanEmitter:
         self.publisher = publisher
 
     def _event(self) -> events_pb2.ScanEvent:
-        e = events_pb2.ScanEvent(
-            event_id=str(uuid.uuid4()),
+        return new_event(
             scan_id=self.scan_id,
             library_id=self.library_id,
             server_id=self.server_id,
             mode=self.mode,
             job_id=self.job_id,
         )
-        e.time.FromNanoseconds(time.time_ns())
-        return e
 
     async def _emit(self, event: events_pb2.ScanEvent) -> events_pb2.ScanEvent:
         await self.feed.append(event)
@@ -245,11 +319,7 @@ class ScanEmitter:
     async def failed(
         self, counts: common_pb2.ScanCounts, error: str, server_name: str, code: str, stats: common_pb2.ScanStats
     ) -> None:
-        e = self._event()
-        e.failed.CopyFrom(
-            events_pb2.ScanFailed(counts=counts, error=error, server_name=server_name, code=code, stats=stats)
-        )
-        await self._emit(e)
+        await self._emit(set_failed(self._event(), counts, error, server_name, code, stats))
 
     async def cancelled(
         self, counts: common_pb2.ScanCounts, reason: str, stats: common_pb2.ScanStats, *, requeued: bool = False

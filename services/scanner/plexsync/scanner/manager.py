@@ -3,7 +3,8 @@
 One scan per library at a time (enforced in the database, so across replicas too). Each scan runs
 as an asyncio task with its event feed, a progress ticker (events at least once a second) and a
 heartbeat that persists its counts, so GetScan shows live numbers and a scanner that dies leaves a
-row the next start-up (or a peer's reaper) marks FAILED.
+row the next start-up (or a peer's reaper) marks FAILED, writing the scan's `failed` event to the outbox in the
+same transaction (ScanRepository.reap): consumers of the scan's events see it end too.
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ class ScanManager:
         while True:
             await asyncio.sleep(max(5.0, self.settings.scan_stale_seconds / 2))
             try:
-                await self.repository.reap()
+                reaped = await self.repository.reap()
+                if reaped:
+                    log.warning("marked scans of stopped scanners as failed", extra={"count": reaped})
             except Exception:
                 log.warning("scan reaper failed", exc_info=True)
 

@@ -1,4 +1,10 @@
-"""Scan history in the scanner's own schema: create (one active scan per library), update, read, reap."""
+"""Scan history in the scanner's own schema: create (one active scan per library), update, read, reap.
+
+Reaping marks FAILED an active scan whose scanner died (a dead process of this host, or no heartbeat for
+`stale_after` seconds). Nobody else will announce that end, so the reaper does: in the transaction of the status
+update it writes the scan's `failed` lifecycle event (events.reaped_failed_event) to the scanner's outbox
+(plexsync.common.outbox), which the relay of whichever replica runs next publishes. No NATS here: only outbox rows.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from typing import Any, cast
 
 import psutil
 from google.protobuf.json_format import MessageToDict, ParseDict
+from plexsync.common import outbox
 from plexsync.common.errors import FailedPreconditionError
+from plexsync.scanner.events import reaped_failed_event, scan_subject
 from plexsync.scanner.models import ACTIVE_STATUSES, ScanRow
 from plexsync.scanner.stats import ScanStats
 from plexsync.v1 import common_pb2
@@ -23,6 +31,8 @@ HOST = socket.gethostname()
 BOOT_ID = uuid.uuid4().hex[:12]
 OWNER = f"{HOST}:{os.getpid()}:{BOOT_ID}"
 FAILED = common_pb2.SCAN_STATUS_FAILED
+# Why a reaped scan failed; the scheduler recognises a dead scanner's scan by these words (REAPED_MARK).
+REAPED_REASON = "the scanner running this scan stopped before it ended"
 
 
 def now() -> datetime:
@@ -134,7 +144,7 @@ class ScanRepository:
                 if active is None:
                     continue
                 if retry == 0 and self._abandoned(active):
-                    await self.mark_failed(active.id, "the scanner running this scan stopped; marked failed")
+                    await self.mark_failed(active.id, f"{REAPED_REASON} (found when a new scan of the library began)")
                     continue
                 raise LibraryBusyError(
                     f"library {library_id} already has scan {active.id} running (started "
@@ -217,13 +227,41 @@ class ScanRepository:
         )
         return await self.get(scan_id)
 
-    async def mark_failed(self, scan_id: uuid.UUID, error: str) -> None:
+    async def mark_failed(self, scan_id: uuid.UUID, error: str) -> bool:
+        """Mark an abandoned active scan FAILED and announce it; whether this call did (False: it had ended).
+
+        The `failed` event goes to the outbox in the same transaction as the update, and only if the UPDATE
+        matched (the row was still active): two reapers racing for one scan serialise on its row, the second
+        matches nothing and writes nothing, so at most one event is stored per scan. Its event_id is derived
+        from the scan id (events.reaped_event_id), so even a repeat would be dropped by JetStream's
+        de-duplication and by consumers that dedupe by event_id.
+        """
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ScanRow)
-                .where(ScanRow.id == scan_id, ScanRow.status.in_(ACTIVE_STATUSES))
-                .values(status=FAILED, error=error, end_time=now())
+            row = (
+                await session.execute(
+                    update(ScanRow)
+                    .where(ScanRow.id == scan_id, ScanRow.status.in_(ACTIVE_STATUSES))
+                    .values(status=FAILED, error=error, end_time=now())
+                    .returning(
+                        ScanRow.library_id, ScanRow.server_id, ScanRow.mode, ScanRow.job_id, ScanRow.counts,
+                        ScanRow.stats,
+                    )
+                )
+            ).first()  # fmt: skip
+            if row is None:
+                return False
+            event = reaped_failed_event(
+                scan_id=str(scan_id),
+                library_id=row.library_id,
+                server_id=row.server_id,
+                mode=cast(common_pb2.ScanMode.ValueType, row.mode),
+                job_id=row.job_id or "",
+                counts=counts_from_json(row.counts),
+                stats=ScanStats.from_json(row.stats).to_proto(),
+                error=error,
             )
+            await outbox.add(session, scan_subject(row.library_id, "failed"), event, msg_id=event.event_id)
+        return True
 
     async def get(self, scan_id: uuid.UUID) -> ScanRow | None:
         async with self._sessions() as session:
@@ -246,7 +284,8 @@ class ScanRepository:
             return list((await session.execute(query)).scalars())
 
     async def reap(self, *, at_startup: bool = False) -> int:
-        """Mark FAILED the active scans whose scanner died (this host's dead processes, or no heartbeat)."""
+        """Mark FAILED the active scans whose scanner died (this host's dead processes, or no heartbeat), each with
+        its `failed` event in the outbox (`mark_failed`); how many this call marked."""
         async with self._sessions() as session:
             rows = list((await session.execute(select(ScanRow).where(ScanRow.status.in_(ACTIVE_STATUSES)))).scalars())
         reaped = 0
@@ -254,9 +293,7 @@ class ScanRepository:
             if row.owner == OWNER:
                 continue
             if self._abandoned(row):
-                why = "the scanner running this scan stopped before it ended" + (
-                    " (found at start-up)" if at_startup else ""
-                )
-                await self.mark_failed(row.id, why)
-                reaped += 1
+                why = REAPED_REASON + (" (found at start-up)" if at_startup else "")
+                if await self.mark_failed(row.id, why):
+                    reaped += 1
         return reaped

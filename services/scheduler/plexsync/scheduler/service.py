@@ -48,6 +48,9 @@ SCHEDULE_PATHS = ("enabled", "refresh_interval", "deep_every", "deep_interval", 
 CATALOG_PATHS = {"enabled": "sync_enabled", "refresh_interval": "refresh_interval"}
 MIN_INTERVAL_SECONDS = 10
 MAX_INTERVAL_SECONDS = 366 * 86400
+# Words of the error a scanner's reaper gives a scan whose scanner died (scanner repository.REAPED_REASON): such a
+# scan is no end of its job, which JetStream redelivers to another scanner (or gives up on: the max-deliveries
+# advisory fails the job).
 REAPED_MARK = "stopped before it ended"
 # The identity whose triggers are its real-time watcher's fallback scans (JOB_TRIGGER_REALTIME).
 REALTIME_CALLER = "scanner"
@@ -284,6 +287,12 @@ class Scheduler:
         payload = getattr(event, kind)
         if kind == "cancelled" and payload.requeued and job_id is not None:
             row = await self.repo.requeue(job_id, event.scan_id, f"requeued: {payload.reason}")
+            if row is not None:
+                await self._event("requeued", row)
+            return
+        if kind == "failed" and REAPED_MARK in payload.error and job_id is not None:
+            # A reaper's `failed`: the scan died with its scanner; the job goes on with JetStream's redelivery.
+            row = await self.repo.requeue(job_id, event.scan_id, f"requeued: {payload.error}")
             if row is not None:
                 await self._event("requeued", row)
             return
