@@ -258,9 +258,21 @@ async def scans_of_job(scanners: Scanners, library_id: str, job_id: str) -> list
     return [s for s in resp.scans if s.job_id == job_id]
 
 
+# Held this long (under the scanner's 30 s Plex timeout), a metadata answer keeps a scan surely running while a test
+# kills, stops or cancels it, however loaded the machine.
+HOLD_MS = 20_000
+
+
 async def slow_plex(ctl: FakePlexControl, ms: float = 500) -> None:
     """Full-metadata answers take `ms`: a deep scan of a section lasts a few seconds."""
     await ctl.add_fault("latency", latency_ms=ms, path_prefix="/library/metadata")
+
+
+async def hold_scan(ctl: FakePlexControl) -> None:
+    """The first PLEXSYNC_SCAN_CONCURRENCY metadata requests (all a scan has in flight) are held `HOLD_MS`; later
+    ones, such as the next attempt's, are answered at once."""
+    concurrency = int(SCANNER_ENV["PLEXSYNC_SCAN_CONCURRENCY"])
+    await ctl.add_fault("latency", latency_ms=HOLD_MS, path_prefix="/library/metadata", times=concurrency)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -340,7 +352,7 @@ async def test_a_killed_scanners_job_is_redelivered_and_the_catalog_converges(
 ) -> None:
     lib = libraries["3"]
     job_id = str(uuid.uuid4())
-    await slow_plex(ctl)
+    await hold_scan(ctl)
     try:
         await publish_job(bus, lib.id, job_id)
         first = (await events.wait(job_id, lambda es: bool(es)))[0]
@@ -387,7 +399,7 @@ async def test_cancel_job_stops_its_scan_and_a_job_cancelled_before_it_arrives_n
 ) -> None:
     lib = libraries["4"]
     job_id = str(uuid.uuid4())
-    await slow_plex(ctl)
+    await hold_scan(ctl)
     try:
         await publish_job(bus, lib.id, job_id)
         await events.wait(job_id, lambda es: bool(es))
@@ -442,7 +454,7 @@ async def test_a_stopped_scanner_hands_its_job_back_and_the_other_runs_it(
 ) -> None:
     lib = libraries["5"]
     job_id = str(uuid.uuid4())
-    await slow_plex(ctl)
+    await hold_scan(ctl)
     try:
         await publish_job(bus, lib.id, job_id)
         first = (await events.wait(job_id, lambda es: bool(es)))[0]
