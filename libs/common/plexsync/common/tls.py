@@ -4,7 +4,8 @@ A service serves TLS when ``PLEXSYNC_TLS_CERT_FILE`` and ``PLEXSYNC_TLS_KEY_FILE
 is the CA its clients verify peers against (and, with ``PLEXSYNC_TLS_CLIENT_AUTH=require``, the CA a caller's
 certificate must chain to). Plain TCP needs ``PLEXSYNC_GRPC_INSECURE=true``: an unset certificate is a start-up
 error, never a silent downgrade. The files are re-read when they change (a Kubernetes Secret or cert-manager
-rotation swaps them in place), so new handshakes see the new certificate without a restart.
+rotation swaps them in place), so new handshakes see the new certificate without a restart; the same goes for the
+certificate a client presents and the CA it trusts (`plexsync.common.clients.ReloadingChannel`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def check_ca(ca_pem: bytes, where: str) -> None:
         raise TlsConfigError(f"{where}: the CA file holds no PEM certificate") from None
 
 
+def files_signature(*paths: str) -> tuple[tuple[int, int, int], ...]:
+    """(mtime_ns, size, inode) of each set path: a stat each, no reading. Raises OSError for a missing file."""
+    out: list[tuple[int, int, int]] = []
+    for path in paths:
+        if not path:
+            continue
+        st = os.stat(path)
+        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     signature: tuple[tuple[int, int, int], ...]
@@ -92,13 +104,7 @@ class ReloadingServerCredentials:
         self.reloads = 0
 
     def _signature(self) -> tuple[tuple[int, int, int], ...]:
-        out: list[tuple[int, int, int]] = []
-        for path in (self.cert_file, self.key_file, self.ca_file):
-            if not path:
-                continue
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(out)
+        return files_signature(self.cert_file, self.key_file, self.ca_file)
 
     def _load(self) -> _Loaded:
         try:
@@ -172,7 +178,8 @@ def channel_credentials_from_files(ca_file: str, cert_file: str = "", key_file: 
 
 def client_credentials(settings: CommonSettings) -> grpc.ChannelCredentials | None:
     """Credentials for calls to peers: TLS when PLEXSYNC_TLS_CA_FILE is set (with this process's certificate as the
-    client certificate when it has one), None for plain TCP."""
+    client certificate when it has one), None for plain TCP. Read once: `clients.peer_channel` re-reads the files
+    when they change (`clients.ReloadingChannel`)."""
     if not settings.tls_ca_file:
         return None
     return channel_credentials_from_files(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
