@@ -2,11 +2,16 @@
 
 Domain code records through the small `AuditRecorder` interface (`NO_AUDIT` where nothing is kept); the caller
 (identity, role, peer, the RPC's method) comes from `plexsync.common.access.current_caller()` and the trace id from
-the current span, so domain code passes only what happened. `AuditLog`
-writes the row and, when the service relays an outbox, the `AuditEvent` for NATS
-(``plexsync.v1.audit.<service>.<action>``) in one transaction: the event reaches NATS at least once, and only for
-a stored row. The record is written after the change it reports committed, in a transaction of its own (so the
-domain's transactions stay as they are); a process that dies between the two loses that one record.
+the current span, so domain code passes only what happened. `AuditLog` writes the row and, when the service relays
+an outbox, the `AuditEvent` for NATS (``plexsync.v1.audit.<service>.<action>``) in one transaction: the event
+reaches NATS at least once, and only for a stored row.
+
+A change is recorded in the transaction that makes it: the domain passes its session (an SQLAlchemy `AsyncSession`
+or `AsyncConnection` of the service's engine, inside ``begin()``) as ``record(..., session=...)``, and the row and
+its outbox event commit or roll back with the change. A committed change therefore always has its record, and a
+rolled-back one has none. Without a session the record gets a transaction of its own: what reports no change of
+the service's own state (a refused call, a credential fetch) or a change made elsewhere (another service's, over
+gRPC) is recorded that way.
 
 Before/after values pass `redact`: values under token-, secret-, password- or key-like names, and Plex tokens in
 URLs, never reach a row or an event. Callers still put only non-secret fields in them.
@@ -33,10 +38,14 @@ from plexsync.common.telemetry import current_trace_id
 from plexsync.v1 import audit_pb2
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 SUBJECT_PREFIX = "plexsync.v1.audit"
 REDACTED = "[redacted]"
+
+# The caller's transaction an audit record joins: a session or connection of the service's engine (its schema first
+# on the search path), already inside begin(). Typed here so domain code needs no SQL of its own to pass one.
+AuditSession = AsyncSession | AsyncConnection
 
 
 class Outcome(StrEnum):
@@ -89,7 +98,11 @@ class AuditRecorder(Protocol):
         after: Mapping[str, Any] | None = None,
         outcome: Outcome = Outcome.SUCCESS,
         reason: str = "",
-    ) -> None: ...
+        session: AuditSession | None = None,
+    ) -> None:
+        """Record one event; with `session`, in that session's current transaction (it commits or rolls back
+        with the change), else in a transaction of its own."""
+        ...
 
 
 class NoAudit:
@@ -105,6 +118,7 @@ class NoAudit:
         after: Mapping[str, Any] | None = None,
         outcome: Outcome = Outcome.SUCCESS,
         reason: str = "",
+        session: AuditSession | None = None,
     ) -> None:
         return None
 
@@ -180,7 +194,10 @@ class AuditLog:
         after: Mapping[str, Any] | None = None,
         outcome: Outcome = Outcome.SUCCESS,
         reason: str = "",
+        session: AuditSession | None = None,
     ) -> None:
+        """Write the row (and its outbox event): in `session`'s current transaction when one is given, so the
+        record commits or rolls back with the change it reports; otherwise in a transaction of its own."""
         caller = current_caller()
         await self._write(
             action=action,
@@ -195,6 +212,7 @@ class AuditLog:
             before=before,
             after=after,
             trace_id=current_trace_id(),
+            session=session,
         )
 
     async def record_denied(self, denied: DeniedCall) -> None:
@@ -229,6 +247,7 @@ class AuditLog:
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
         trace_id: str,
+        session: AuditSession | None = None,
     ) -> None:
         row: dict[str, Any] = {
             "event_id": uuid.uuid4(),
@@ -247,11 +266,18 @@ class AuditLog:
             "after": json.loads(json.dumps(redact(after))) if after is not None else None,
             "trace_id": trace_id,
         }
+        if session is not None:
+            await self._insert(session, row)
+            return
         async with self.engine.begin() as conn:
-            row["occurred_at"] = (await conn.execute(_INSERT, row)).scalar_one()
-            if self.publish:
-                event = event_pb(row)
-                await outbox.add(conn, audit_subject(self.service, action), event, msg_id=event.event_id)
+            await self._insert(conn, row)
+
+    async def _insert(self, conn: AuditSession, row: dict[str, Any]) -> None:
+        """The row and (when publishing) its outbox event, in `conn`'s current transaction."""
+        row["occurred_at"] = (await conn.execute(_INSERT, row)).scalar_one()
+        if self.publish:
+            event = event_pb(row)
+            await outbox.add(conn, audit_subject(self.service, row["action"]), event, msg_id=event.event_id)
 
     async def list(self, request: audit_pb2.ListAuditEventsRequest) -> audit_pb2.ListAuditEventsResponse:
         """Newest first, keyset-paged on (occurred_at, id), filtered as the request says."""

@@ -346,11 +346,9 @@ class AuthDomain:
         finally:
             self._pin_cancel.pop(pin_id, None)
         assert token is not None
-        account, stored = await self._store_account(token)
+        account = await self._store_account(token)  # audited in its transaction (login.completed, token.*)
         await self._set_pin_status(pin_id, PinStatus.APPROVED, account.id)
         log.info("PIN login approved", extra={"account_id": str(account.id)})
-        await self.audit.record("login.completed", "account", str(account.id), after=_account_audit(account))
-        await self.audit.record(f"token.{stored}", "account", str(account.id))
         servers = (await self.discover_servers(str(account.id), False)).servers if discover else []
         return LoginResult(account, servers)
 
@@ -358,8 +356,9 @@ class AuthDomain:
         async with self.sessions() as session:
             return await session.scalar(select(PinLogin.status).where(PinLogin.pin_id == pin_id))
 
-    async def _store_account(self, token: str) -> tuple[Account, str]:
-        """The account the token belongs to, and whether its token was "stored" (new) or "replaced"."""
+    async def _store_account(self, token: str) -> Account:
+        """The account the token belongs to, stored with its token; audited ("login.completed", and "token.stored"
+        or "token.replaced") in the same transaction."""
         try:
             user = await self.plextv.user(token)
         except PlexUnauthorizedError:
@@ -386,7 +385,12 @@ class AuthDomain:
                 account.token_id = row.id
             else:
                 self.vault.reseal(row, token)
-        return account, stored
+            await session.flush()  # the new account's id, for its record
+            await self.audit.record(
+                "login.completed", "account", str(account.id), after=_account_audit(account), session=session
+            )
+            await self.audit.record(f"token.{stored}", "account", str(account.id), session=session)
+        return account
 
     async def cancel_pin_login(self, pin_id: int) -> None:
         row = await self._pin_row(pin_id)
@@ -467,14 +471,16 @@ class AuthDomain:
             server.status, server.status_reason = ServerStatus.ONLINE.value, ""
             server.preferred_uri = base_url
             server.last_seen_at = now()
+            await session.flush()  # a new server's id, and the state the record reports
+            await self.audit.record(
+                "server.add", "server", str(server.id), before=before, after=_server_audit(server), session=session
+            )
+            if token_change:
+                await self.audit.record(f"token.{token_change}", "server", str(server.id), session=session)
         log.info("server added", extra={"server_id": str(server.id), "machine_identifier": server.machine_identifier})
         if previous != ServerStatus.ONLINE:
             await self._announce(self.events.online(server, base_url, latency_ms))
-        added = await self.get_server(str(server.id))
-        await self.audit.record("server.add", "server", str(added.id), before=before, after=_server_audit(added))
-        if token_change:
-            await self.audit.record(f"token.{token_change}", "server", str(added.id))
-        return added
+        return await self.get_server(str(server.id))
 
     async def _set_token(self, session: AsyncSession, server: Server, token: str) -> str:
         """Store or replace the server's token; "stored", "replaced" or "" (unchanged), for the audit log."""
@@ -533,9 +539,13 @@ class AuthDomain:
                     row = await session.get(Token, account_token_id)
                     if row is not None:
                         row.invalid_at = now()
-                await self.audit.record(
-                    "token.invalidated", "account", str(account.id), reason="plex.tv answered 401 for the token"
-                )
+                    await self.audit.record(
+                        "token.invalidated",
+                        "account",
+                        str(account.id),
+                        reason="plex.tv answered 401 for the token",
+                        session=session,
+                    )
                 raise FailedPreconditionError(
                     "plex.tv rejected this account's token (401); log in again (StartPinLogin)"
                 ) from None
@@ -630,6 +640,24 @@ class AuthDomain:
                 await session.flush()
                 if server.id not in touched:
                     touched.append(server.id)
+            await session.flush()
+            # The record is written with the change: the touched servers as this transaction leaves them.
+            audited = [s for s in [await session.get(Server, i) for i in touched] if s is not None]
+            await self.audit.record(
+                "servers.discover",
+                "account",
+                str(account.id) if account else "",
+                after={
+                    "added": result.added,
+                    "updated": result.updated,
+                    "vanished": result.vanished,
+                    "gdm": use_gdm,
+                    "servers": [_server_audit(s) for s in audited],
+                },
+                session=session,
+            )
+            for change, server_id in token_changes:
+                await self.audit.record(f"token.{change}", "server", str(server_id), session=session)
         result.servers = await self._servers_by_ids(touched)
         log.info(
             "servers discovered",
@@ -641,20 +669,6 @@ class AuthDomain:
                 "gdm_answers": len(found),
             },
         )
-        await self.audit.record(
-            "servers.discover",
-            "account",
-            str(account.id) if account else "",
-            after={
-                "added": result.added,
-                "updated": result.updated,
-                "vanished": result.vanished,
-                "gdm": use_gdm,
-                "servers": [_server_audit(s) for s in result.servers],
-            },
-        )
-        for change, server_id in token_changes:
-            await self.audit.record(f"token.{change}", "server", str(server_id))
         return result
 
     @staticmethod
@@ -731,10 +745,10 @@ class AuthDomain:
                 token = await session.get(Token, token_id)
                 if token is not None:
                     await session.delete(token)
+            await self.audit.record("server.remove", "server", server_id, before=before, session=session)
+            if token_id is not None:
+                await self.audit.record("token.deleted", "server", server_id, session=session)
         log.info("server removed", extra={"server_id": server_id})
-        await self.audit.record("server.remove", "server", server_id, before=before)
-        if token_id is not None:
-            await self.audit.record("token.deleted", "server", server_id)
 
     # ------------------------------------------------------------------ connection choice
     async def _load_for_use(self, server_id: str) -> tuple[Server, str | None]:
@@ -828,6 +842,14 @@ class AuthDomain:
             elif server.status != ServerStatus.VANISHED:
                 server.status = ServerStatus.OFFLINE.value
                 server.status_reason = f"none of {len(probes)} connection(s) answered"
+            if token_rejected and previous_status != ServerStatus.TOKEN_INVALID:
+                await self.audit.record(
+                    "token.invalidated",
+                    "server",
+                    str(server.id),
+                    reason="Plex answered 401 Unauthorized for the token",
+                    session=session,
+                )
         conn_by_uri = {c.uri: c for c in server.connections}
         chosen_conn = conn_by_uri.get(chosen.uri) if chosen is not None and not token_rejected else None
         log.info(
@@ -844,9 +866,6 @@ class AuthDomain:
         )
         if token_rejected and previous_status != ServerStatus.TOKEN_INVALID:
             await self._announce(self.events.token_invalid(server, "Plex answered 401 Unauthorized for the token"))
-            await self.audit.record(
-                "token.invalidated", "server", str(server.id), reason="Plex answered 401 Unauthorized for the token"
-            )
         elif (
             server.status == ServerStatus.ONLINE
             and chosen_conn is not None

@@ -202,7 +202,7 @@ class Repository:
             raise InvalidArgumentError(violations)
         added = updated = removed = 0
         changed: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
-        async with self.store.cursor() as cur:
+        async with self.store.transaction() as (cur, conn):
             await cur.execute(
                 "INSERT INTO media_sources (server_id, name) VALUES (%s, %s) ON CONFLICT (server_id) DO UPDATE "
                 "SET name = EXCLUDED.name, updated_at = now() WHERE media_sources.name IS DISTINCT FROM EXCLUDED.name",
@@ -244,8 +244,8 @@ class Repository:
                 changed["removed"] = [r[2] for key, r in existing.items() if key not in keys and not r[8]]
             await cur.execute(_LIBRARY_SELECT + " WHERE l.media_source_id = %s ORDER BY l.id", (source_id,))
             libraries = [_library(r) for r in await cur.fetchall()]
-        if added or updated or removed:
-            await self.audit.record("libraries.register", "server", str(server_id), after=changed)
+            if added or updated or removed:
+                await self.audit.record("libraries.register", "server", str(server_id), after=changed, session=conn)
         return catalog_pb2.RegisterLibrariesResponse(libraries=libraries, added=added, updated=updated, removed=removed)
 
     async def update_library(self, req: catalog_pb2.UpdateLibraryRequest) -> common_pb2.Library:
@@ -291,7 +291,7 @@ class Repository:
             params.append(int(seconds))
         if violations:
             raise InvalidArgumentError(violations)
-        async with self.store.cursor() as cur:
+        async with self.store.transaction() as (cur, conn):
             before = await self._library_row(cur, lid)
             await cur.execute(
                 "UPDATE libraries SET " + ", ".join(sets) + ", updated_at = now() WHERE id = %s", (*params, lid)
@@ -299,13 +299,14 @@ class Repository:
             if cur.rowcount == 0:
                 raise NotFoundError("library", str(lid), resource_type="plexsync.v1.Library")
             after = await self._library_row(cur, lid)
-        await self.audit.record(
-            "library.update",
-            "library",
-            str(lid),
-            before=_library_audit(before, paths),
-            after=_library_audit(after, paths),
-        )
+            await self.audit.record(
+                "library.update",
+                "library",
+                str(lid),
+                before=_library_audit(before, paths),
+                after=_library_audit(after, paths),
+                session=conn,
+            )
         return after
 
     async def set_library_rules(self, req: catalog_pb2.SetLibraryRulesRequest) -> common_pb2.Library:
@@ -321,19 +322,20 @@ class Repository:
                 raise InvalidArgumentError.single("rule", exc.reason) from None
             raise InvalidArgumentError.single("expression", str(exc)) from None
         expression = rule_syntax.render(node) if node is not None else ""
-        async with self.store.cursor() as cur:
+        async with self.store.transaction() as (cur, conn):
             before = await self._library_row(cur, lid)
             await cur.execute(
                 "UPDATE libraries SET sync_rule = %s, updated_at = now() WHERE id = %s", (expression, lid)
             )
             after = await self._library_row(cur, lid)
-        await self.audit.record(
-            "library.set_rules",
-            "library",
-            str(lid),
-            before={"expression": before.sync_rules.expression},
-            after={"expression": expression},
-        )
+            await self.audit.record(
+                "library.set_rules",
+                "library",
+                str(lid),
+                before={"expression": before.sync_rules.expression},
+                after={"expression": expression},
+                session=conn,
+            )
         return after
 
     # -------------------------------------------------------------------------------------- path rules
@@ -381,7 +383,8 @@ class Repository:
             seen.setdefault(norm, i)
         if violations:
             raise InvalidArgumentError(violations)
-        async with self.store.cursor() as cur:
+        rules = [common_pb2.PathReplacement(plex_path=r.plex_path, local_path=r.local_path) for r in req.rules]
+        async with self.store.transaction() as (cur, conn):
             source_id = await self._source_id(cur, server_id)
             await cur.execute(
                 "SELECT plex_path, local_path FROM path_replacements WHERE media_source_id = %s ORDER BY position",
@@ -395,14 +398,14 @@ class Repository:
                     "VALUES (%s, %s, %s, %s)",
                     [(source_id, i, r.plex_path, r.local_path) for i, r in enumerate(req.rules)],
                 )
-        rules = [common_pb2.PathReplacement(plex_path=r.plex_path, local_path=r.local_path) for r in req.rules]
-        await self.audit.record(
-            "path_rules.set",
-            "server",
-            str(server_id),
-            before={"rules": before},
-            after={"rules": [MessageToDict(r, preserving_proto_field_name=True) for r in rules]},
-        )
+            await self.audit.record(
+                "path_rules.set",
+                "server",
+                str(server_id),
+                before={"rules": before},
+                after={"rules": [MessageToDict(r, preserving_proto_field_name=True) for r in rules]},
+                session=conn,
+            )
         return rules
 
     async def list_path_replacements(

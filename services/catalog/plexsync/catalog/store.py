@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from plexsync.catalog.models import SCHEMA
 from plexsync.common.db import create_engine, wait_for_database
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 Column = tuple[str, str]  # (name, PostgreSQL type)
 
@@ -41,6 +41,17 @@ class Store:
             pg: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
             async with pg.transaction(), pg.cursor() as cur:
                 yield cur
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[psycopg.AsyncCursor[Any], AsyncConnection]]:
+        """A cursor and the SQLAlchemy connection it runs on, in one transaction that SQLAlchemy owns: committed
+        when the block ends, rolled back on error. What is written on either (an audit record and its outbox
+        event through the connection, the change through the cursor) commits or rolls back together."""
+        async with self.engine.begin() as conn:
+            raw = await conn.get_raw_connection()
+            pg: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+            async with pg.cursor() as cur:
+                yield cur, conn
 
 
 async def copy_text(cur: psycopg.AsyncCursor[Any], table: str, cols: Sequence[Column], data: bytes) -> None:

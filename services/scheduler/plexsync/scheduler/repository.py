@@ -8,7 +8,7 @@ partial unique indexes (one QUEUED-or-RUNNING and one PENDING job per library) h
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -104,6 +104,11 @@ class Enqueued:
     created: bool
 
 
+# Called with the session and the outcome just before the transaction commits: what is written on the session there
+# (an audit record of the change) commits or rolls back with it.
+InTransaction = Callable[[AsyncSession, Any], Awaitable[None]]
+
+
 class JobRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -120,36 +125,52 @@ class JobRepository:
         A request for a library with a pending job returns it (raising its mode to DEEP if asked); one with a
         queued or running job returns that, unless `force`, which queues exactly one follow-up behind it.
         """
-        lib = spec.library
         async with self._sessions.begin() as session:
             await self._lock(session)
-            rows = (await session.execute(
-                select(JobRow).where(JobRow.library_id == lib.id, JobRow.status.in_(OPEN)).with_for_update()
-            )).scalars().all()  # fmt: skip
-            pending = next((r for r in rows if r.status == PENDING), None)
-            active = next((r for r in rows if r.status in ACTIVE), None)
-            if pending is not None:
-                if spec.mode == DEEP and pending.mode != DEEP:
-                    pending.mode = DEEP
-                    pending.reason += "; raised to deep by a later request"
-                    pending.update_time = now()
-                pending.force = pending.force or spec.force
-                return Enqueued(pending, False)
-            reason = spec.reason
-            if active is not None:
-                if not spec.force:
-                    return Enqueued(active, False)
-                reason = f"{reason}; follow-up of job {active.id} (forced)"
-            t = now()
-            row = JobRow(
-                id=uuid.uuid4(), library_id=lib.id, server_id=lib.server_id, library_name=lib.name,
-                library_kind=int(lib.kind), mode=spec.mode, force=spec.force, status=PENDING, trigger=spec.trigger,
-                triggered_by=spec.triggered_by, reason=reason, attempt=0, scan_id="", replica="", error="",
-                counts={}, stats={}, cancel_requested=False, traceparent=spec.traceparent, stream_seq=None,
-                create_time=t, due_time=spec.due_time, update_time=t,
-            )  # fmt: skip
-            session.add(row)
-            return Enqueued(row, True)
+            return await self._enqueue(session, spec)
+
+    async def enqueue_all(
+        self, specs: Sequence[JobSpec], *, in_transaction: InTransaction | None = None
+    ) -> list[Enqueued]:
+        """`enqueue` for each spec, all in one transaction; `in_transaction(session, results)` runs just before it
+        commits (the caller's audit record of the request commits with the jobs, or neither does)."""
+        async with self._sessions.begin() as session:
+            await self._lock(session)
+            results = [await self._enqueue(session, spec) for spec in specs]
+            if in_transaction is not None:
+                await session.flush()
+                await in_transaction(session, results)
+            return results
+
+    async def _enqueue(self, session: AsyncSession, spec: JobSpec) -> Enqueued:
+        lib = spec.library
+        rows = (await session.execute(
+            select(JobRow).where(JobRow.library_id == lib.id, JobRow.status.in_(OPEN)).with_for_update()
+        )).scalars().all()  # fmt: skip
+        pending = next((r for r in rows if r.status == PENDING), None)
+        active = next((r for r in rows if r.status in ACTIVE), None)
+        if pending is not None:
+            if spec.mode == DEEP and pending.mode != DEEP:
+                pending.mode = DEEP
+                pending.reason += "; raised to deep by a later request"
+                pending.update_time = now()
+            pending.force = pending.force or spec.force
+            return Enqueued(pending, False)
+        reason = spec.reason
+        if active is not None:
+            if not spec.force:
+                return Enqueued(active, False)
+            reason = f"{reason}; follow-up of job {active.id} (forced)"
+        t = now()
+        row = JobRow(
+            id=uuid.uuid4(), library_id=lib.id, server_id=lib.server_id, library_name=lib.name,
+            library_kind=int(lib.kind), mode=spec.mode, force=spec.force, status=PENDING, trigger=spec.trigger,
+            triggered_by=spec.triggered_by, reason=reason, attempt=0, scan_id="", replica="", error="",
+            counts={}, stats={}, cancel_requested=False, traceparent=spec.traceparent, stream_seq=None,
+            create_time=t, due_time=spec.due_time, update_time=t,
+        )  # fmt: skip
+        session.add(row)
+        return Enqueued(row, True)
 
     async def dispatch(self, *, max_running: int, max_per_server: int) -> list[JobRow]:
         """Move PENDING jobs to QUEUED while the limits allow, oldest first (manual before scheduled)."""
@@ -385,13 +406,18 @@ class JobRepository:
         async with self._sessions() as session:
             return {row.library_id: row for row in (await session.execute(query)).scalars()}
 
-    async def update_schedule(self, library_id: str, values: dict[str, Any]) -> ScheduleRow:
+    async def update_schedule(
+        self, library_id: str, values: dict[str, Any], *, in_transaction: InTransaction | None = None
+    ) -> ScheduleRow:
+        """Upsert the library's own schedule fields; `in_transaction(session, row)` runs just before the commit."""
         async with self._sessions.begin() as session:
             stmt = insert(ScheduleRow).values(library_id=library_id, update_time=now(), **values)
             upsert = stmt.on_conflict_do_update(
                 index_elements=[ScheduleRow.library_id], set_={**values, "update_time": now()}
             ).returning(ScheduleRow)
             row: ScheduleRow = (await session.execute(upsert)).scalars().one()
+            if in_transaction is not None:
+                await in_transaction(session, row)
             return row
 
     # ------------------------------------------------------------------ leader

@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from plexsync.common.audit import NO_AUDIT, AuditRecorder
+from plexsync.common.audit import NO_AUDIT, AuditRecorder, AuditSession
 from plexsync.common.errors import (
     FailedPreconditionError,
     FieldViolation,
@@ -31,7 +31,7 @@ from plexsync.common.metrics import METRICS
 from plexsync.scheduler import policy
 from plexsync.scheduler.models import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, JobRow, ScheduleRow
 from plexsync.scheduler.ports import Catalog, JobQueue, Scanner, Servers
-from plexsync.scheduler.repository import JobRepository, JobSpec, history_of, message_json, to_proto
+from plexsync.scheduler.repository import Enqueued, JobRepository, JobSpec, history_of, message_json, to_proto
 from plexsync.scheduler.settings import SchedulerSettings
 from plexsync.v1 import common_pb2, events_pb2, scheduler_pb2
 
@@ -151,19 +151,22 @@ class Scheduler:
         t = self.clock()
         trigger = common_pb2.JOB_TRIGGER_REALTIME if caller == REALTIME_CALLER else common_pb2.JOB_TRIGGER_MANUAL
         why = reason or f"requested by {who}"
-        for library in libraries:
-            spec = JobSpec(
-                library=library, mode=mode, force=force, trigger=trigger, triggered_by=who,
-                reason=why + (" (forced)" if force else ""), due_time=t,
+        specs = [
+            JobSpec(
+                library=library,
+                mode=mode,
+                force=force,
+                trigger=trigger,
+                triggered_by=who,
+                reason=why + (" (forced)" if force else ""),
+                due_time=t,
                 traceparent=current_traceparent(),
-            )  # fmt: skip
-            enqueued = await self.repo.enqueue(spec)
-            jobs.append(enqueued.job)
-            if enqueued.created:
-                created.append(str(enqueued.job.id))
-        await self.dispatch()
-        fresh = [await self.repo.get(j.id) for j in jobs]
-        if mode == common_pb2.SCAN_MODE_DEEP:
+            )
+            for library in libraries
+        ]
+
+        async def audit_deep(session: AuditSession, results: list[Enqueued]) -> None:
+            """A DEEP trigger is recorded in the transaction that creates (or raises) its jobs."""
             kind, ident = (
                 ("library", target.library_id)
                 if target.library_id
@@ -171,12 +174,22 @@ class Scheduler:
                 if target.server_id
                 else ("all", "")
             )
+            made = [str(e.job.id) for e in results if e.created]
             await self.audit.record(
                 "sync.trigger_deep",
                 kind,
                 ident,
-                after={"force": force, "libraries": [lib.id for lib in libraries], "created_jobs": created},
+                after={"force": force, "libraries": [lib.id for lib in libraries], "created_jobs": made},
+                session=session,
             )
+
+        deep = mode == common_pb2.SCAN_MODE_DEEP
+        for enqueued in await self.repo.enqueue_all(specs, in_transaction=audit_deep if deep else None):
+            jobs.append(enqueued.job)
+            if enqueued.created:
+                created.append(str(enqueued.job.id))
+        await self.dispatch()
+        fresh = [await self.repo.get(j.id) for j in jobs]
         return [to_proto(j) for j in fresh if j is not None], created
 
     async def _targets(self, target: Target, force: bool) -> list[common_pb2.Library]:
@@ -543,18 +556,28 @@ class Scheduler:
             change = common_pb2.Library(id=library.id, sync_enabled=schedule.enabled)
             change.refresh_interval.CopyFrom(schedule.refresh_interval)
             library = await self.catalog.update_library(change, catalog_paths)
-        row = await self.repo.update_schedule(library.id, own) if own else None
-        if row is None:
+
+        async def audit_update(session: AuditSession | None, row: ScheduleRow | None) -> None:
+            after = await self.schedule(library, row)
+            await self.audit.record(
+                "schedule.update",
+                "library",
+                library.id,
+                before=_schedule_audit(before, paths),
+                after=_schedule_audit(after, paths),
+                session=session,
+            )
+
+        if own:
+            # The scheduler's own fields and their record commit together.
+            row: ScheduleRow | None = await self.repo.update_schedule(library.id, own, in_transaction=audit_update)
+        else:
+            # Only catalog fields: that change was made (and recorded atomically, as library.update in the
+            # catalog's log) by the catalog over gRPC; there is no scheduler transaction to join, so this record
+            # gets one of its own.
             row = (await self.repo.schedules([library.id])).get(library.id)
-        after = await self.schedule(library, row)
-        await self.audit.record(
-            "schedule.update",
-            "library",
-            library.id,
-            before=_schedule_audit(before, paths),
-            after=_schedule_audit(after, paths),
-        )
-        return after
+            await audit_update(None, row)
+        return await self.schedule(library, row)
 
 
 def _schedule_audit(schedule: scheduler_pb2.Schedule, paths: list[str]) -> dict[str, Any]:
