@@ -21,6 +21,7 @@ from plexsync_client import (
     NotFoundError,
     PermissionDeniedError,
     PlexsyncClient,
+    ResourceExhaustedError,
     RetryPolicy,
     TlsOptions,
     UnauthenticatedError,
@@ -30,6 +31,7 @@ from plexsync_client import (
 from plexsync_client.v1 import auth_pb2, catalog_pb2, common_pb2, scanner_pb2
 
 from tests.contract.conftest import MOVIES, ROOT, Reference, tls_catalog
+from tests.support.stack import ServiceStack
 
 pytestmark = pytest.mark.timeout(300)
 EXAMPLES = ROOT / "clients" / "python" / "examples"
@@ -151,6 +153,32 @@ def test_tls_with_a_client_certificate(reference: Reference, tmp_path: Path) -> 
         refused = PlexsyncClient(addresses, token=token, tls=no_cert, retry=RetryPolicy(1))
         with refused, pytest.raises(UnavailableError):
             refused.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=reference.item_id))
+
+
+def test_a_rate_limited_call_waits_as_retry_info_says(reference: Reference, tmp_path: Path) -> None:
+    """A catalog allowing the reader 2 calls a second: RESOURCE_EXHAUSTED carries RetryInfo, and the client waits
+    that long and tries again, so a burst of calls all succeed; without retries the error reaches the caller."""
+    stack = ServiceStack(
+        database_url=reference.stack.database_url,
+        nats_url=reference.stack.nats_url,
+        log_dir=tmp_path,
+        tokens=reference.stack.tokens,
+        extra_env=dict(reference.stack.extra_env),
+    )
+    stack.start("catalog", PLEXSYNC_RATE_LIMIT_PER_SECOND="2", PLEXSYNC_RATE_LIMIT_BURST="2")
+    try:
+        addresses = Addresses(catalog=stack.addresses["catalog"])
+        token = reference.stack.tokens["reader"]
+        request = catalog_pb2.GetItemRequest(item_id=reference.item_id)
+        with PlexsyncClient(addresses, token=token, insecure=True, retry=RetryPolicy(1)) as once:
+            with pytest.raises(ResourceExhaustedError) as refused:
+                for _ in range(10):
+                    once.catalog.GetItem(request)
+            assert refused.value.retry_delay is not None and refused.value.retry_delay > 0
+        with PlexsyncClient(addresses, token=token, insecure=True, retry=RetryPolicy(attempts=20)) as patient:
+            assert all(patient.catalog.GetItem(request).item.id == reference.item_id for _ in range(6))
+    finally:
+        stack.stop_all()
 
 
 def test_calls_and_watches_ride_out_a_catalog_restart(reference: Reference) -> None:

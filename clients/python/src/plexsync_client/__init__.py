@@ -1,5 +1,7 @@
 """plexsync's Python client: typed stubs for every service, token and TLS options, retries, paging, watches.
 
+For asyncio: `plexsync_client.aio.AsyncPlexsyncClient`, the same client over grpc.aio.
+
 Generated protobuf code is in `plexsync_client.v1` (built from the repository's protos when the package is
 installed; see clients/python/README.md).
 """

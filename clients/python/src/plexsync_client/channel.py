@@ -2,8 +2,9 @@
 
 One interceptor does it all for every call on the channel: it adds `authorization: Bearer <token>`, gives unary
 calls the default deadline when the caller set none (streams get none: a watch may run for days), retries a unary
-call that failed UNAVAILABLE with exponential backoff and jitter (waiting at least what the server's RetryInfo asks)
-within that deadline, and raises a `PlexsyncError` subclass instead of grpc.RpcError, for unary calls and streams.
+call that failed UNAVAILABLE (or RESOURCE_EXHAUSTED with RetryInfo: a rate limit) with exponential backoff and
+jitter (waiting at least what the server's RetryInfo asks) within that deadline, and raises a `PlexsyncError`
+subclass instead of grpc.RpcError, for unary calls and streams.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from plexsync_client.errors import from_rpc_error
+from plexsync_client.errors import PlexsyncError, from_rpc_error
 
 MAX_MESSAGE_BYTES = 16 * 2**20
 
@@ -75,26 +76,87 @@ def _read(path: str | Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
-def open_channel(target: str, options: ChannelOptions) -> grpc.Channel:
-    """A grpc.Channel to `target` ("host:port") with the options' interceptor."""
-    grpc_options: list[tuple[str, Any]] = [
+# ------------------------------------------------------------------ shared by this module and plexsync_client.aio
+# RetryPolicy above and the functions below are what the sync channel (here) and the asyncio one (aio.py) have in
+# common: the channel arguments and credentials, the call metadata, the default deadline and the retry decision.
+
+# The codes after which a unary call is tried again (the service is away, e.g. restarting).
+RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+def channel_arguments(options: ChannelOptions) -> list[tuple[str, Any]]:
+    """The grpc channel arguments for `options` (message size, keepalive, TLS name override, the caller's own)."""
+    arguments: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 0),
         *options.grpc_options,
     ]
+    if options.tls is not None and options.tls.server_name:
+        arguments.append(("grpc.ssl_target_name_override", options.tls.server_name))
+    return arguments
+
+
+def channel_credentials(tls: TlsOptions) -> grpc.ChannelCredentials:
+    """The TLS credentials for `tls`: its CA (or the system's roots) and, for mTLS, its client certificate."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca_file),
+        private_key=_read(tls.key_file),
+        certificate_chain=_read(tls.cert_file),
+    )
+
+
+def call_metadata(metadata: Any, token: str | None) -> list[tuple[str, str | bytes]]:
+    """A call's metadata with the bearer token added (when there is one)."""
+    pairs: list[tuple[str, str | bytes]] = list(metadata or ())
+    if token:
+        pairs.append(("authorization", f"Bearer {token}"))
+    return pairs
+
+
+def method_name(method: str | bytes) -> str:
+    """The method of a call's details as text (grpc.aio gives bytes)."""
+    return method.decode() if isinstance(method, bytes) else method
+
+
+def unary_deadline(timeout: float | None, options: ChannelOptions) -> float | None:
+    """The time.monotonic() deadline of a unary call: its own timeout, else the options' default (None: none)."""
+    timeout = timeout if timeout is not None else options.timeout
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def retryable(error: PlexsyncError) -> bool:
+    """UNAVAILABLE, and RESOURCE_EXHAUSTED that carries RetryInfo (a per-caller rate limit saying when to come back;
+    a message too large carries none and is not worth repeating)."""
+    if error.code in RETRY_CODES:
+        return True
+    return error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_delay is not None
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until `deadline` (None: no deadline)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def retry_pause(policy: RetryPolicy, attempt: int, error: PlexsyncError, deadline: float | None) -> float | None:
+    """How long to wait before trying a unary call again after attempt number `attempt` failed with `error`;
+    None when it must be raised instead (a code not retried, no attempts left, or the pause would pass the
+    deadline). The pause is the policy's backoff, and at least the server's RetryInfo."""
+    if not retryable(error) or attempt >= policy.attempts:
+        return None
+    pause = policy.delay(attempt, error.retry_delay)
+    if deadline is not None and time.monotonic() + pause >= deadline:
+        return None
+    return pause
+
+
+def open_channel(target: str, options: ChannelOptions) -> grpc.Channel:
+    """A grpc.Channel to `target` ("host:port") with the options' interceptor."""
+    arguments = channel_arguments(options)
     if options.tls is None:
-        channel = grpc.insecure_channel(target, options=grpc_options)
+        channel = grpc.insecure_channel(target, options=arguments)
     else:
-        tls = options.tls
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls.ca_file),
-            private_key=_read(tls.key_file),
-            certificate_chain=_read(tls.cert_file),
-        )
-        if tls.server_name:
-            grpc_options.append(("grpc.ssl_target_name_override", tls.server_name))
-        channel = grpc.secure_channel(target, credentials, options=grpc_options)
+        channel = grpc.secure_channel(target, channel_credentials(options.tls), options=arguments)
     return grpc.intercept_channel(channel, PlexsyncInterceptor(options))
 
 
@@ -144,27 +206,20 @@ class PlexsyncInterceptor(
         self._sleep = sleep
 
     def _details(self, base: Any, timeout: float | None) -> _ClientCallDetails:
-        metadata = list(base.metadata or ())
-        if self._options.token:
-            metadata.append(("authorization", f"Bearer {self._options.token}"))
-        return _ClientCallDetails(base, timeout, metadata)
+        return _ClientCallDetails(base, timeout, call_metadata(base.metadata, self._options.token))
 
     def _unary(self, continuation: Callable[[Any, Any], Any], base: Any, request: Any, *, retry: bool) -> Any:
-        timeout = base.timeout if base.timeout is not None else self._options.timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = unary_deadline(base.timeout, self._options)
         policy = self._options.retry if retry else NO_RETRY
         attempt = 1
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            outcome = continuation(self._details(base, remaining), request)
+            outcome = continuation(self._details(base, remaining(deadline)), request)
             error = outcome.exception()
             if error is None:
                 return outcome
             mapped = from_rpc_error(error, base.method)
-            if mapped.code != grpc.StatusCode.UNAVAILABLE or attempt >= policy.attempts:
-                raise mapped from None
-            pause = policy.delay(attempt, mapped.retry_delay)
-            if deadline is not None and time.monotonic() + pause >= deadline:
+            pause = retry_pause(policy, attempt, mapped, deadline)
+            if pause is None:
                 raise mapped from None
             self._sleep(pause)
             attempt += 1

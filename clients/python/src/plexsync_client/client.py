@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -30,6 +30,7 @@ from plexsync_client.v1 import (
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
+ChannelT = TypeVar("ChannelT")
 
 # Codes after which a watch reconnects (from where it stopped) instead of raising: the service went away (a
 # restarting server cancels its streams once the drain grace is over).
@@ -54,23 +55,53 @@ def repeated_field(response: Message) -> str:
     return names[0]
 
 
+def next_page_request(request: Req, response: Message) -> Req | None:
+    """The request for the page after `response` (a copy of `request` with its next_page_token), None after the
+    last page."""
+    token = getattr(response, "next_page_token", "")
+    if not token:
+        return None
+    following = type(request)()
+    following.CopyFrom(request)
+    following.page_token = token  # type: ignore[attr-defined]
+    return following
+
+
 def pages(method: Callable[[Req], Resp], request: Req) -> Iterator[Resp]:
     """Every page of a List call, following next_page_token until it is empty (the request is not changed)."""
-    current = type(request)()
-    current.CopyFrom(request)
-    while True:
+    first = type(request)()
+    first.CopyFrom(request)
+    current: Req | None = first
+    while current is not None:
         response = method(current)
         yield response
-        token = getattr(response, "next_page_token", "")
-        if not token:
-            return
-        current.page_token = token  # type: ignore[attr-defined]
+        current = next_page_request(current, response)
 
 
 def paginate(method: Callable[[Req], Resp], request: Req) -> Iterator[Any]:
     """The resources of every page of a List call, one at a time."""
     for page in pages(method, request):
         yield from getattr(page, repeated_field(page))
+
+
+def watch_changes_request(resume_token: str, library_id: str, from_oldest: bool) -> catalog_pb2.WatchChangesRequest:
+    """The WatchChanges request of a feed: after `resume_token` when it has one, else from now (or the oldest)."""
+    return catalog_pb2.WatchChangesRequest(
+        resume_token=resume_token, library_id=library_id, from_oldest=from_oldest and not resume_token
+    )
+
+
+def reconnect_pause(retry: RetryPolicy, failures: int, error: PlexsyncError) -> float | None:
+    """How long a watch waits before reconnecting after its `failures`-th failure in a row (`error`); None when it
+    must raise instead (a code it does not reconnect after, or too many failures in a row)."""
+    if error.code not in RECONNECT_CODES or failures > retry.attempts * 4:
+        return None
+    return retry.delay(min(failures, 8), error.retry_delay)
+
+
+def scan_ended(event: events_pb2.ScanEvent) -> bool:
+    """Whether `event` is a scan's last one (completed, failed or cancelled)."""
+    return event.WhichOneof("payload") in ("completed", "failed", "cancelled")
 
 
 class ChangeFeed:
@@ -101,11 +132,7 @@ class ChangeFeed:
         self.reconnects = 0
 
     def _open(self) -> MappedStream:
-        request = catalog_pb2.WatchChangesRequest(
-            resume_token=self.resume_token,
-            library_id=self._library_id,
-            from_oldest=self._from_oldest and not self.resume_token,
-        )
+        request = watch_changes_request(self.resume_token, self._library_id, self._from_oldest)
         call: MappedStream = self._stub.WatchChanges(request)
         return call
 
@@ -125,9 +152,10 @@ class ChangeFeed:
                 if self._closed:
                     return
                 failures += 1
-                if not self._reconnect or exc.code not in RECONNECT_CODES or failures > self._retry.attempts * 4:
+                pause = reconnect_pause(self._retry, failures, exc) if self._reconnect else None
+                if pause is None:
                     raise
-                time.sleep(self._retry.delay(min(failures, 8), exc.retry_delay))
+                time.sleep(pause)
             if not self._reconnect:
                 return
             self.reconnects += 1
@@ -139,14 +167,9 @@ class ChangeFeed:
             self._call.cancel()
 
 
-class PlexsyncClient:
-    """Typed access to plexsync's services for other systems.
-
-    >>> client = PlexsyncClient(Addresses(catalog="catalog:50051"), token="...", tls=TlsOptions(ca_file="ca.pem"))
-    >>> for item in client.iter_items(catalog_pb2.ListItemsRequest(library_id=lib)): ...
-
-    `catalog`, `auth`, `scanner` and `scheduler` are the generated stubs (every RPC, typed); calls on them carry the
-    token, get the default deadline, are retried on UNAVAILABLE and raise `PlexsyncError` subclasses."""
+class ServiceChannels(Generic[ChannelT]):
+    """What PlexsyncClient and plexsync_client.aio's AsyncPlexsyncClient share: their options (checked here) and
+    one channel per service, opened on first use by `_open_channel`."""
 
     def __init__(
         self,
@@ -162,16 +185,33 @@ class PlexsyncClient:
         self.options = ChannelOptions(
             token=token, tls=tls, insecure=insecure, timeout=timeout, retry=retry or RetryPolicy()
         )
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, ChannelT] = {}
 
-    def channel(self, service: str) -> grpc.Channel:
+    def _open_channel(self, target: str) -> ChannelT:
+        raise NotImplementedError
+
+    def channel(self, service: str) -> ChannelT:
         """The channel to `service` ("catalog", "auth", "scanner", "scheduler"), opened on first use."""
         if service not in self._channels:
             target = getattr(self.addresses, service)
             if not target:
                 raise ValueError(f"no address for the {service} service: give Addresses({service}='host:port')")
-            self._channels[service] = open_channel(target, self.options)
+            self._channels[service] = self._open_channel(target)
         return self._channels[service]
+
+
+class PlexsyncClient(ServiceChannels[grpc.Channel]):
+    """Typed access to plexsync's services for other systems.
+
+    >>> client = PlexsyncClient(Addresses(catalog="catalog:50051"), token="...", tls=TlsOptions(ca_file="ca.pem"))
+    >>> for item in client.iter_items(catalog_pb2.ListItemsRequest(library_id=lib)): ...
+
+    `catalog`, `auth`, `scanner` and `scheduler` are the generated stubs (every RPC, typed); calls on them carry the
+    token, get the default deadline, are retried on UNAVAILABLE and raise `PlexsyncError` subclasses.
+    plexsync_client.aio's AsyncPlexsyncClient is the same for asyncio."""
+
+    def _open_channel(self, target: str) -> grpc.Channel:
+        return open_channel(target, self.options)
 
     @property
     def catalog(self) -> catalog_pb2_grpc.CatalogServiceStub:
@@ -255,7 +295,7 @@ class PlexsyncClient:
         try:
             for response in stream:
                 yield response.event
-                if response.event.WhichOneof("payload") in ("completed", "failed", "cancelled"):
+                if scan_ended(response.event):
                     return
         finally:
             stream.cancel()
