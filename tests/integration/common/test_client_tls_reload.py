@@ -137,7 +137,7 @@ async def test_an_unusable_key_keeps_the_working_channel_and_close_closes_everyt
         working = channel.current()
 
         good_key = pair.key_file.read_bytes()
-        replace(pair.key_file, b"-----BEGIN PRIVATE KEY-----\nhalf-writ")
+        replace(pair.key_file, b"-----BEGIN PRIVATE KEY-----\nhalf-writ")  # pragma: allowlist secret
 
         async def warned_and_still_working() -> bool:
             assert await list_libraries(stub), "the previous certificate keeps working"

@@ -25,7 +25,6 @@ from google.protobuf.message import Message
 from plexsync_client.channel import (
     NO_RETRY,
     ChannelOptions,
-    RetryPolicy,
     call_metadata,
     channel_arguments,
     channel_credentials,
@@ -36,12 +35,12 @@ from plexsync_client.channel import (
 )
 from plexsync_client.client import (
     Addresses,
+    FeedState,
     ServiceChannels,
     next_page_request,
     reconnect_pause,
     repeated_field,
     scan_ended,
-    watch_changes_request,
 )
 from plexsync_client.errors import PlexsyncError, from_rpc_error
 from plexsync_client.v1 import (
@@ -193,7 +192,7 @@ async def paginate(method: Callable[[Req], Awaitable[Resp]], request: Req) -> As
             yield resource
 
 
-class AsyncChangeFeed:
+class AsyncChangeFeed(FeedState[Any]):
     """ChangeFeed for asyncio: item changes in commit order from WatchChanges (`async for change in feed`);
     `resume_token` is the last one yielded.
 
@@ -201,25 +200,8 @@ class AsyncChangeFeed:
     nothing is yielded twice and nothing committed after it is missed. Before the first change there is no token:
     a feed started "from now" that breaks then restarts from the new now (pass from_oldest to lose nothing)."""
 
-    def __init__(
-        self,
-        stub: catalog_pb2_grpc.CatalogServiceAsyncStub,
-        *,
-        resume_token: str = "",
-        library_id: str = "",
-        from_oldest: bool = False,
-        retry: RetryPolicy,
-        reconnect: bool = True,
-    ) -> None:
-        self._stub = stub
-        self.resume_token = resume_token
-        self._library_id = library_id
-        self._from_oldest = from_oldest
-        self._retry = retry
-        self._reconnect = reconnect
-        self._call: Any = None
-        self._closed = False
-        self.reconnects = 0
+    _stub: catalog_pb2_grpc.CatalogServiceAsyncStub  # only in the generated .pyi: not a runtime type argument
+    _call: Any = None
 
     def __aiter__(self) -> AsyncGenerator[common_pb2.ItemChange, None]:
         return self._changes()
@@ -227,8 +209,7 @@ class AsyncChangeFeed:
     async def _changes(self) -> AsyncGenerator[common_pb2.ItemChange, None]:
         failures = 0
         while not self._closed:
-            request = watch_changes_request(self.resume_token, self._library_id, self._from_oldest)
-            self._call = self._stub.WatchChanges(request)
+            self._call = self._stub.WatchChanges(self.request())
             try:
                 async for response in self._call:
                     failures = 0

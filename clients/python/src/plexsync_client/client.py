@@ -31,6 +31,7 @@ from plexsync_client.v1 import (
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 ChannelT = TypeVar("ChannelT")
+StubT = TypeVar("StubT")
 
 # Codes after which a watch reconnects (from where it stopped) instead of raising: the service went away (a
 # restarting server cancels its streams once the drain grace is over).
@@ -104,16 +105,13 @@ def scan_ended(event: events_pb2.ScanEvent) -> bool:
     return event.WhichOneof("payload") in ("completed", "failed", "cancelled")
 
 
-class ChangeFeed:
-    """Item changes in commit order from WatchChanges; `resume_token` is the last one yielded.
-
-    When the stream breaks (UNAVAILABLE: the catalog restarted, a network cut), it reconnects with that token, so
-    nothing is yielded twice and nothing committed after it is missed. Before the first change there is no token:
-    a feed started "from now" that breaks then restarts from the new now (pass from_oldest to lose nothing)."""
+class FeedState(Generic[StubT]):
+    """What ChangeFeed and plexsync_client.aio's AsyncChangeFeed share: where the feed is (`resume_token`, the last
+    change yielded), what it follows, and how it reconnects; the next request comes from `request()`."""
 
     def __init__(
         self,
-        stub: catalog_pb2_grpc.CatalogServiceStub,
+        stub: StubT,
         *,
         resume_token: str = "",
         library_id: str = "",
@@ -127,13 +125,25 @@ class ChangeFeed:
         self._from_oldest = from_oldest
         self._retry = retry
         self._reconnect = reconnect
-        self._call: MappedStream | None = None
         self._closed = False
         self.reconnects = 0
 
+    def request(self) -> catalog_pb2.WatchChangesRequest:
+        """The WatchChanges request that goes on from `resume_token`."""
+        return watch_changes_request(self.resume_token, self._library_id, self._from_oldest)
+
+
+class ChangeFeed(FeedState[catalog_pb2_grpc.CatalogServiceStub]):
+    """Item changes in commit order from WatchChanges; `resume_token` is the last one yielded.
+
+    When the stream breaks (UNAVAILABLE: the catalog restarted, a network cut), it reconnects with that token, so
+    nothing is yielded twice and nothing committed after it is missed. Before the first change there is no token:
+    a feed started "from now" that breaks then restarts from the new now (pass from_oldest to lose nothing)."""
+
+    _call: MappedStream | None = None
+
     def _open(self) -> MappedStream:
-        request = watch_changes_request(self.resume_token, self._library_id, self._from_oldest)
-        call: MappedStream = self._stub.WatchChanges(request)
+        call: MappedStream = self._stub.WatchChanges(self.request())
         return call
 
     def __iter__(self) -> Iterator[common_pb2.ItemChange]:
